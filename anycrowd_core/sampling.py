@@ -1,0 +1,328 @@
+"""Flow-matching sampling for the headless path: Wan's shifted sigma schedule, the
+velocity -> x0 adapter, classifier-free guidance and k-diffusion-style ODE samplers.
+
+Conventions (rectified flow, as in Wan 2.1): x_sigma = (1 - sigma) * x0 + sigma * eps with
+sigma in [0, 1]; the network predicts the velocity eps - x0 at timestep t = 1000 * sigma.
+Every sampler takes an x0-predicting `denoiser(x, sigma)` (k-diffusion's "denoised") and
+walks x down the decreasing `sigmas`, so the samplers never know the model is a flow model.
+The ComfyUI node does not use this module (ComfyUI samples with its own KSampler); it is
+written to give the same schedules and noise as ComfyUI so both paths agree. See
+docs/sampling.md.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+
+from .errors import AnyCrowdError
+
+# Wan (and ComfyUI's ModelSamplingDiscreteFlow) feed the network t = sigma * 1000 and keep a
+# table of 1000 discrete sigmas; the "simple" scheduler picks its steps from that table.
+TIMESTEP_MULTIPLIER = 1000
+NUM_TRAIN_TIMESTEPS = 1000
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""`denoiser(x [B, ...], sigma 0-dim tensor) -> x0 prediction [B, ...]`."""
+
+Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+"""`callback(step, total, x, denoised)`: step = steps completed (1..total), x after the step."""
+
+
+class SamplingCancelled(Exception):
+    """Raised when `cancel()` returns True before a model evaluation.
+
+    Not an `AnyCrowdError`: stopping on request is not a user mistake.
+    """
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def shift_sigma(sigma, shift: float):
+    """Wan/SD3 timestep shift sigma' = s*sigma / (1 + (s-1)*sigma) (Esser et al. 2024, eq. 23).
+
+    Shift > 1 spends more of the steps at high noise, which large video models need.
+    Works on floats and tensors.
+    """
+    if shift == 1.0:
+        return sigma
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def sigma_to_timestep(sigma):
+    """Network timestep for a flow sigma: t = 1000 * sigma (Wan and ComfyUI convention)."""
+    return sigma * TIMESTEP_MULTIPLIER
+
+
+def _full_flow_sigmas(steps: int, shift: float) -> torch.Tensor:
+    # Step i starts at table entry t_i = 1000 - floor(i * 1000/steps), i.e. exactly
+    # 1 - i/steps when steps divides 1000. The float quotient (not an integer division) is
+    # deliberate: it reproduces the table indices ComfyUI's "simple" scheduler picks, so the
+    # two paths give the same sigmas for step counts that do not divide 1000 as well.
+    stride = NUM_TRAIN_TIMESTEPS / steps
+    table_t = [NUM_TRAIN_TIMESTEPS - int(i * stride) for i in range(steps)]
+    sig = [shift_sigma(t / NUM_TRAIN_TIMESTEPS, shift) for t in table_t] + [0.0]
+    return torch.tensor(sig, dtype=torch.float32)
+
+
+def flow_sigmas(steps: int, shift: float = 5.0, denoise: float = 1.0) -> torch.Tensor:
+    """Wan flow-matching schedule: float32 `[steps + 1]`, decreasing, first <= 1, last = 0.
+
+    Reproduces ComfyUI's `ModelSamplingDiscreteFlow(shift)` with the "simple" scheduler
+    (what `ModelSamplingSD3`/Wan workflows use; values agree to float32 rounding): a linear
+    schedule 1, 1 - 1/steps, ..., 1/steps, 0 in sigma, each value passed through
+    `shift_sigma`. With denoise < 1 it returns, like ComfyUI's KSampler, the last
+    `steps + 1` sigmas of the schedule for `int(steps / denoise)` steps (img2img / re-noising
+    an existing latent); denoise <= 0 gives an empty schedule (nothing to sample).
+    """
+    if int(steps) != steps or steps < 1:
+        raise AnyCrowdError(f"steps must be a positive integer, got {steps!r}; use e.g. 20-50.")
+    if not (shift > 0 and math.isfinite(shift)):
+        raise AnyCrowdError(f"shift must be a positive number, got {shift!r}; Wan uses 3.0-8.0 (5.0 default).")
+    steps = int(steps)
+    if denoise > 0.9999:
+        return _full_flow_sigmas(steps, shift)
+    if denoise <= 0.0:
+        return torch.zeros(0, dtype=torch.float32)
+    return _full_flow_sigmas(int(steps / denoise), shift)[-(steps + 1):]
+
+
+# ----------------------------------------------------------------------------- model adapters
+
+
+def flow_denoiser(velocity_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Denoiser:
+    """Wrap a velocity model `v(x [B, ...], t [B] in 0..1000) -> eps - x0` as an x0 denoiser.
+
+    From x = (1 - sigma) x0 + sigma eps and v = eps - x0 follows x0 = x - sigma * v (ComfyUI's
+    CONST.calculate_denoised). Per-frame timesteps (clean reference frames) would be added
+    here by passing a `[B, T]` t instead of `[B]`.
+    """
+
+    def denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, device=x.device)
+        t = sigma_to_timestep(sigma.to(torch.float32)).reshape(()).expand(x.shape[0])
+        v = velocity_model(x, t)
+        return x - sigma.to(v.dtype) * v
+
+    return denoiser
+
+
+def cfg_denoiser(
+    cond_denoiser: Denoiser,
+    uncond_denoiser: Optional[Denoiser],
+    scale: float,
+    *,
+    batched: Optional[Denoiser] = None,
+) -> Denoiser:
+    """Classifier-free guidance (Ho & Salimans 2022) on x0 predictions: u + scale * (c - u).
+
+    At scale == 1 only the conditional model runs (the result is c exactly). If `batched`
+    is given it is used instead of two calls: `batched(cat([x, x]), sigma)` must return the
+    conditional prediction in the first B rows and the unconditional one in the last B,
+    which is faster on a GPU (ComfyUI batches cond and uncond the same way).
+    """
+    if scale == 1.0:
+        return cond_denoiser
+    if uncond_denoiser is None and batched is None:
+        raise AnyCrowdError(
+            f"cfg scale {scale} needs an unconditional (negative prompt) model; "
+            "pass uncond_denoiser or set cfg to 1.0."
+        )
+
+    def denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if batched is not None:
+            cond, uncond = batched(torch.cat([x, x]), sigma).chunk(2)
+        else:
+            cond = cond_denoiser(x, sigma)
+            uncond = uncond_denoiser(x, sigma)
+        return uncond + (cond - uncond) * scale
+
+    return denoiser
+
+
+def _guard(denoiser: Denoiser, cancel: Optional[Callable[[], bool]]) -> Denoiser:
+    # Checking before (not after) each evaluation means a cancel costs at most the model call
+    # already running, and no work is started once cancellation was requested.
+    if cancel is None:
+        return denoiser
+
+    def guarded(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if cancel():
+            raise SamplingCancelled("sampling cancelled")
+        return denoiser(x, sigma)
+
+    return guarded
+
+
+def _check_sigmas(sigmas: torch.Tensor) -> None:
+    if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1:
+        raise AnyCrowdError("sigmas must be a 1-D tensor (use flow_sigmas(steps, shift)).")
+
+
+# ----------------------------------------------------------------------------- samplers
+
+
+def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                 callback: Optional[Callback] = None, cancel: Optional[Callable[[], bool]] = None,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Euler method on the probability-flow ODE (Karras et al. 2022, Algorithm 2 without the
+    Heun correction). For a flow model d = (x - x0)/sigma is the velocity, so this is the
+    plain rectified-flow Euler sampler (ComfyUI "euler")."""
+    _check_sigmas(sigmas)
+    model = _guard(denoiser, cancel)
+    total = len(sigmas) - 1
+    for i in range(total):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised = model(x, sigmas[i])
+        x = x + (x - denoised) * ((s_next - s) / s)
+        if callback is not None:
+            callback(i + 1, total, x, denoised)
+    return x
+
+
+def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                callback: Optional[Callback] = None, cancel: Optional[Callable[[], bool]] = None,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Heun's 2nd-order method (Karras et al. 2022, Algorithm 1/2 with S_churn = 0); the step
+    to sigma = 0 is an Euler step, where the derivative is undefined (ComfyUI "heun").
+    Costs two model evaluations per step except the last."""
+    _check_sigmas(sigmas)
+    model = _guard(denoiser, cancel)
+    total = len(sigmas) - 1
+    for i in range(total):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised = model(x, sigmas[i])
+        d = (x - denoised) / s
+        x_euler = x + d * (s_next - s)
+        if s_next == 0:
+            x = x_euler
+        else:
+            d_next = (x_euler - model(x_euler, sigmas[i + 1])) / s_next
+            x = x + (d + d_next) * (0.5 * (s_next - s))
+        if callback is not None:
+            callback(i + 1, total, x, denoised)
+    return x
+
+
+def _half_log_snr(sigma: float) -> float:
+    """lambda = log(alpha/sigma) = log((1 - sigma)/sigma) for the flow path alpha = 1 - sigma."""
+    if sigma >= 1.0:
+        return -math.inf
+    if sigma <= 0.0:
+        return math.inf
+    return math.log((1.0 - sigma) / sigma)
+
+
+def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                    callback: Optional[Callback] = None, cancel: Optional[Callable[[], bool]] = None,
+                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, Algorithm 2) for the flow path
+    alpha = 1 - sigma, with lambda = log((1 - sigma)/sigma).
+
+    Update: x' = (sigma'/sigma) x + alpha' (1 - e^-h) D, h = lambda' - lambda, where D is the
+    denoised of this step, or (1 + 1/2r) D - (1/2r) D_prev with r = h_prev / h once a previous
+    step exists. The first step and the step to sigma = 0 are first order (there h is
+    infinite). The first-order coefficient alpha'(1 - e^-h) equals 1 - sigma'/sigma, the
+    same as ComfyUI's "dpmpp_2m"; ComfyUI measures r in log(sigma) instead of the flow's
+    lambda, so its 2nd-order correction differs slightly from this one for flow models.
+    """
+    _check_sigmas(sigmas)
+    model = _guard(denoiser, cancel)
+    total = len(sigmas) - 1
+    old_denoised = None
+    h_last = None
+    for i in range(total):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised = model(x, sigmas[i])
+        lam, lam_next = _half_log_snr(s), _half_log_snr(s_next)
+        h = lam_next - lam
+        if old_denoised is None or s_next == 0 or not math.isfinite(h_last):
+            # A first-order step whose previous interval was infinite (starting at sigma = 1)
+            # would give r = inf, i.e. no correction: the same as first order.
+            d = denoised
+        else:
+            r = h_last / h
+            d = denoised * (1 + 1 / (2 * r)) - old_denoised * (1 / (2 * r))
+        # (sigma'/sigma) x + (1 - sigma'/sigma) d is the exact alpha'(1 - e^-h) form, written
+        # without lambda so it stays finite at sigma = 1 and sigma' = 0.
+        ratio = s_next / s
+        x = x * ratio + d * (1 - ratio)
+        old_denoised, h_last = denoised, h
+        if callback is not None:
+            callback(i + 1, total, x, denoised)
+    return x
+
+
+SAMPLERS = {
+    "euler": sample_euler,
+    "heun": sample_heun,
+    "dpmpp_2m": sample_dpmpp_2m,
+}
+"""Sampler name (ComfyUI's KSampler names) -> sampler function."""
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def make_noise(shape: Sequence[int], seed: int, *, device: Union[str, torch.device, None] = None,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU from `seed`, then moved to `device`.
+
+    Drawing on the CPU makes a seed give the same noise on every GPU and on CPU; the stream
+    is that of `torch.manual_seed(seed)` followed by one `torch.randn(shape)`, which is what
+    ComfyUI's `prepare_noise` draws for a float32 latent, so seeds carry over.
+    """
+    if seed is None or int(seed) != seed:
+        raise AnyCrowdError(f"seed must be an integer, got {seed!r}; pass e.g. seed=0.")
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    noise = torch.randn(tuple(shape), generator=generator, dtype=torch.float32, device="cpu")
+    return noise.to(device=device, dtype=dtype)
+
+
+def sample(
+    denoiser: Denoiser,
+    noise: Union[torch.Tensor, Sequence[int]],
+    sigmas: torch.Tensor,
+    sampler: str = "euler",
+    *,
+    seed: Optional[int] = None,
+    latent: Optional[torch.Tensor] = None,
+    device: Union[str, torch.device, None] = None,
+    dtype: torch.dtype = torch.float32,
+    callback: Optional[Callback] = None,
+    cancel: Optional[Callable[[], bool]] = None,
+) -> torch.Tensor:
+    """Sample a clean latent from noise; returns x at sigmas[-1] (0 for a full schedule).
+
+    `noise` is either a shape (the noise is then drawn by `make_noise(shape, seed)`) or a
+    ready noise tensor (seed unused). The start point is sigma0 * noise + (1 - sigma0) * latent
+    with `latent` zeros by default, as ComfyUI's CONST noise scaling does; for a full
+    schedule sigma0 = 1 and x_T is the noise itself. Pass `latent` with a
+    `flow_sigmas(..., denoise < 1)` schedule to re-noise and refine an existing latent.
+    """
+    if sampler not in SAMPLERS:
+        raise AnyCrowdError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}.")
+    _check_sigmas(sigmas)
+    if isinstance(noise, torch.Tensor):
+        noise = noise.to(device=device if device is not None else noise.device, dtype=dtype)
+    else:
+        noise = make_noise(noise, seed, device=device, dtype=dtype)
+    if latent is None:
+        latent = torch.zeros_like(noise)
+    elif latent.shape != noise.shape:
+        raise AnyCrowdError(
+            f"latent shape {tuple(latent.shape)} differs from the noise shape {tuple(noise.shape)}; "
+            "encode the input video at the generation size and frame count."
+        )
+    else:
+        latent = latent.to(device=noise.device, dtype=dtype)
+    if len(sigmas) < 2:
+        return latent  # denoise = 0: nothing to do
+    s0 = float(sigmas[0])
+    x = noise * s0 + latent * (1.0 - s0)
+    # Samplers here are deterministic; the generator is handed on for stochastic ones.
+    generator = None if seed is None else torch.Generator(device="cpu").manual_seed(int(seed) + 1)
+    return SAMPLERS[sampler](denoiser, x, sigmas, callback=callback, cancel=cancel, generator=generator)
