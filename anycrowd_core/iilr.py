@@ -1,0 +1,231 @@
+"""Instance-Isolated Latent Representation (AnyCrowd §3.2) as Wan 2.1 VACE conditioning.
+
+Each isolated identity image and the background image are VAE-encoded ALONE (one codec
+call each), giving N+1 reference latent frames [R_1 .. R_N, R_bg]. They are prepended to
+the VACE control latents exactly as ComfyUI's `WanVaceToVideo` prepends its single
+reference (same inactive/reactive split, 64-channel mask, zero mask frames, trim), and
+normalised as `model_base.WAN21_Vace.extra_conds` does, so core and ComfyUI agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .codec import (
+    LATENT_CHANNELS,
+    SPATIAL_FACTOR,
+    VideoCodec,
+    check_frame_count,
+    check_frame_size,
+    latent_frames,
+    pixel_frames,
+)
+from .decoupler import DecoupledInstances
+from .errors import AnyCrowdError
+from .latent_format import process_in, process_out
+
+__all__ = [
+    "IILRConditioning",
+    "ComfyVaceInputs",
+    "encode_iilr",
+    "encode_references",
+    "vace_mask_channels",
+    "comfy_vace_inputs",
+    "latent_frames",
+    "pixel_frames",
+]
+
+MASK_CHANNELS = SPATIAL_FACTOR * SPATIAL_FACTOR  # 64: 8x8 space-to-depth of the pixel mask
+VACE_CHANNELS = 2 * LATENT_CHANNELS + MASK_CHANNELS  # 96
+
+
+@dataclass
+class IILRConditioning:
+    """IILR reference latents + one VACE context, in MODEL space (Wan21 process_in applied).
+
+    reference_latents: `[16, R, h, w]` — R_1..R_N (identities, in order), then R_bg when
+        `has_background`; R = N (+1). h, w = H/8, W/8.
+    vace_context: `[96, R + T_lat, h, w]` — channels [inactive 0:16 | reactive 16:32 |
+        mask 32:96]; the first R frames are [reference, zeros(16)] with zero mask. This is
+        exactly one entry of what ComfyUI's `VaceWanModel` receives as `vace_context`
+        (there `[B, num_vace, 96, L, h, w]`).
+    vace_strength: scale of the VACE hints (ComfyUI `vace_strength`).
+    noise_latent_shape: `(16, R + T_lat, h, w)` — the latent to denoise.
+    trim: R — latent frames to drop from the front after sampling (ComfyUI `trim_latent`).
+    num_video_frames: T pixel frames; height, width: pixel frame size.
+    """
+
+    reference_latents: Tensor
+    vace_context: Tensor
+    vace_strength: float
+    noise_latent_shape: tuple[int, int, int, int]
+    trim: int
+    num_video_frames: int
+    height: int
+    width: int
+    num_identities: int
+    has_background: bool
+
+    @property
+    def num_latent_frames(self) -> int:
+        """Video latent frames T_lat (without the reference prefix)."""
+        return self.noise_latent_shape[1] - self.trim
+
+
+@dataclass
+class ComfyVaceInputs:
+    """The same conditioning in the form `WanVaceToVideo` puts into CONDITIONING.
+
+    vace_frames: `[1, 32, L, h, w]` RAW latent space (the model applies process_in per 16
+        channels itself); reference frames are [VAE(ref), process_out(0)] as in ComfyUI.
+    vace_mask: `[1, 64, L, h, w]`.  vace_strength: float.  trim_latent: int.
+    latent: zeros `[1, 16, L, h, w]` (raw space, the empty latent to sample from).
+    """
+
+    vace_frames: Tensor
+    vace_mask: Tensor
+    vace_strength: float
+    trim_latent: int
+    latent: Tensor
+
+
+def _encode_checked(codec: VideoCodec, frames: Tensor, t_lat: int, h: int, w: int, what: str) -> Tensor:
+    z = codec.encode(frames)
+    expected = (LATENT_CHANNELS, t_lat, h, w)
+    if tuple(z.shape) != expected:
+        raise AnyCrowdError(
+            f"The VAE returned a latent of shape {tuple(z.shape)} for the {what}; expected {expected} "
+            "(Wan 2.1: 16 channels, 8x spatial, 4x temporal). Use a Wan 2.1 VAE."
+        )
+    return z
+
+
+def encode_references(codec: VideoCodec, decoupled: DecoupledInstances, *, background: bool = True) -> Tensor:
+    """RAW reference latents `[16, R, h, w]`: each identity image, then the background,
+    encoded in its own single-frame codec call (the isolation IILR is named after)."""
+    height, width = decoupled.size
+    h, w = height // SPATIAL_FACTOR, width // SPATIAL_FACTOR
+    images = list(decoupled.identity_images)
+    if background:
+        images.append(decoupled.background)
+    frames = []
+    for i, img in enumerate(images):
+        what = "background image" if background and i == len(images) - 1 else f"identity image {i}"
+        frames.append(_encode_checked(codec, img[None, :, :, :3].float(), 1, h, w, what))
+    return torch.cat(frames, dim=1)
+
+
+def vace_mask_channels(mask: Tensor, num_latent_frames: int) -> Tensor:
+    """Pixel mask `[T, H, W]` -> `[64, T_lat, H/8, W/8]` as ComfyUI's WanVaceToVideo does:
+    8x8 space-to-depth (channel = dy*8 + dx), then nearest-exact resize of time to T_lat."""
+    t, height, width = mask.shape
+    hm, wm = height // SPATIAL_FACTOR, width // SPATIAL_FACTOR
+    m = mask.reshape(t, hm, SPATIAL_FACTOR, wm, SPATIAL_FACTOR).permute(2, 4, 0, 1, 3)
+    m = m.reshape(MASK_CHANNELS, t, hm, wm)
+    return F.interpolate(m[None], size=(num_latent_frames, hm, wm), mode="nearest-exact")[0]
+
+
+def _as_float_tensor(x, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except Exception as exc:
+            raise AnyCrowdError(f"{name} must be a tensor or array, got {type(x).__name__}.") from exc
+    return x.float()
+
+
+def encode_iilr(
+    codec: VideoCodec,
+    decoupled: DecoupledInstances,
+    control_video,
+    control_mask=None,
+    *,
+    background: bool = True,
+    strength: float = 1.0,
+) -> IILRConditioning:
+    """Encode IILR references and the VACE control into model-space conditioning.
+
+    control_video: `[T, H, W, 3]` 0..1 (e.g. the rendered pose video), T = 4n+1, H and W
+    multiples of 16 and equal to the reference size. control_mask: `[T, H, W]` in 0..1 (1 =
+    regenerate; None = all ones, as in ComfyUI). Follows WanVaceToVideo: inactive =
+    (v-0.5)(1-m)+0.5 and reactive = (v-0.5)m+0.5 are encoded separately.
+    """
+    video = _as_float_tensor(control_video, "control_video")
+    if video.ndim != 4 or video.shape[-1] < 3:
+        raise AnyCrowdError(
+            f"The control video must be [T, H, W, 3]; got shape {tuple(video.shape)}."
+        )
+    video = video[..., :3]
+    t, height, width = (int(s) for s in video.shape[:3])
+    check_frame_count(t, "control video")
+    check_frame_size(height, width, what="control video")
+    ref_h, ref_w = decoupled.size
+    if (ref_h, ref_w) != (height, width):
+        raise AnyCrowdError(
+            f"The control video is {width}x{height} (WxH) but the reference image is {ref_w}x{ref_h}. "
+            "Resize the reference (and its masks) or the control video so both match."
+        )
+    check_frame_size(ref_h, ref_w, what="reference image")
+    if decoupled.num_identities < 1:
+        raise AnyCrowdError("IILR needs at least one identity image.")
+    if strength < 0:
+        raise AnyCrowdError(f"VACE strength must be >= 0, got {strength}.")
+
+    if control_mask is None:
+        mask = torch.ones((t, height, width))
+    else:
+        mask = _as_float_tensor(control_mask, "control_mask")
+        if mask.ndim == 4 and mask.shape[-1] == 1:
+            mask = mask[..., 0]
+        if tuple(mask.shape) != (t, height, width):
+            raise AnyCrowdError(
+                f"The control mask has shape {tuple(mask.shape)}; it must be [T, H, W] = "
+                f"[{t}, {height}, {width}] to match the control video."
+            )
+
+    t_lat = latent_frames(t)
+    h, w = height // SPATIAL_FACTOR, width // SPATIAL_FACTOR
+    centred = video - 0.5
+    m3 = mask[..., None]
+    inactive = _encode_checked(codec, centred * (1 - m3) + 0.5, t_lat, h, w, "control video (inactive part)")
+    reactive = _encode_checked(codec, centred * m3 + 0.5, t_lat, h, w, "control video (reactive part)")
+
+    refs_raw = encode_references(codec, decoupled, background=background)
+    refs = process_in(refs_raw)
+    r = refs.shape[1]
+    ref_block = torch.cat([refs, torch.zeros_like(refs)], dim=0)  # [32, R, h, w]
+    control_block = torch.cat([process_in(inactive), process_in(reactive)], dim=0)  # [32, T_lat, h, w]
+    mask64 = vace_mask_channels(mask, t_lat)
+    mask64 = torch.cat([torch.zeros((MASK_CHANNELS, r, h, w), dtype=mask64.dtype), mask64], dim=1)
+    context = torch.cat([torch.cat([ref_block, control_block], dim=1), mask64], dim=0)
+
+    return IILRConditioning(
+        reference_latents=refs,
+        vace_context=context,
+        vace_strength=float(strength),
+        noise_latent_shape=(LATENT_CHANNELS, r + t_lat, h, w),
+        trim=r,
+        num_video_frames=t,
+        height=height,
+        width=width,
+        num_identities=decoupled.num_identities,
+        has_background=background,
+    )
+
+
+def comfy_vace_inputs(cond: IILRConditioning) -> ComfyVaceInputs:
+    """Convert to what ComfyUI's conditioning carries (`vace_frames` raw, `vace_mask`), so
+    a node can append it like WanVaceToVideo; the model's extra_conds maps it back exactly."""
+    frames = cond.vace_context[: 2 * LATENT_CHANNELS]
+    raw = torch.cat([process_out(frames[:LATENT_CHANNELS]), process_out(frames[LATENT_CHANNELS:])], dim=0)
+    return ComfyVaceInputs(
+        vace_frames=raw[None],
+        vace_mask=cond.vace_context[2 * LATENT_CHANNELS :][None],
+        vace_strength=cond.vace_strength,
+        trim_latent=cond.trim,
+        latent=torch.zeros((1, *cond.noise_latent_shape)),
+    )
