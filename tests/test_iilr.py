@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from anycrowd_core.codec import TestCodec
 from anycrowd_core.decoupler import DecoupledInstances, decouple_instances
@@ -118,60 +117,6 @@ def test_hand_derived_single_identity_numbers():
     assert torch.allclose(cond.vace_context[16:32, 1:], (-MEAN / STD).expand(16, 2, 2, 4), atol=1e-6)
     assert (cond.vace_context[32:, 1:] == 1).all()
     assert cond.vace_strength == 0.7 and cond.trim == 1 and cond.noise_latent_shape == (16, 3, 2, 4)
-
-
-class _ComfyStyleVAE:
-    """ComfyUI's VAE.encode calling convention: [T, H, W, 3] -> [1, 16, T', h, w]."""
-
-    def __init__(self, codec):
-        self.codec = codec
-
-    def encode(self, pixels):
-        return self.codec.encode(pixels)[None]
-
-
-def _comfy_wan_vace_to_video(vae, length, height, width, strength, control_video, control_masks, reference_image):
-    """Transcription of comfy_extras/nodes_wan.py WanVaceToVideo.execute (inputs already at
-    width x height, so common_upscale is the identity) followed by model_base.WAN21_Vace.extra_conds."""
-    latent_length = ((length - 1) // 4) + 1
-    reference_image = vae.encode(reference_image[:1, :, :, :3])
-    reference_image = torch.cat([reference_image, process_out(torch.zeros_like(reference_image))], dim=1)
-    mask = control_masks.unsqueeze(1).movedim(1, -1)
-    control_video = control_video - 0.5
-    inactive = (control_video * (1 - mask)) + 0.5
-    reactive = (control_video * mask) + 0.5
-    inactive = vae.encode(inactive[:, :, :, :3])
-    reactive = vae.encode(reactive[:, :, :, :3])
-    control_video_latent = torch.cat((inactive, reactive), dim=1)
-    control_video_latent = torch.cat((reference_image, control_video_latent), dim=2)
-    vae_stride = 8
-    height_mask, width_mask = height // vae_stride, width // vae_stride
-    mask = mask.view(length, height_mask, vae_stride, width_mask, vae_stride)
-    mask = mask.permute(2, 4, 0, 1, 3)
-    mask = mask.reshape(vae_stride * vae_stride, length, height_mask, width_mask)
-    mask = F.interpolate(mask.unsqueeze(0), size=(latent_length, height_mask, width_mask), mode="nearest-exact").squeeze(0)
-    mask_pad = torch.zeros_like(mask[:, : reference_image.shape[2], :, :])
-    mask = torch.cat((mask_pad, mask), dim=1)
-    trim_latent = reference_image.shape[2]
-    mask = mask.unsqueeze(0)
-    # extra_conds: process_latent_in on every 16-channel chunk, then cat the mask.
-    vf = control_video_latent.clone()
-    for i in range(0, vf.shape[1], 16):
-        vf[:, i : i + 16] = process_in(vf[:, i : i + 16])
-    vace_context = torch.cat([vf, mask], dim=1)
-    return vace_context, trim_latent, latent_length + trim_latent
-
-
-def test_single_identity_matches_comfyui_wan_vace_to_video(scene):
-    codec = TestCodec(seed=2)
-    ref = scene.reference_image
-    g = torch.Generator().manual_seed(0)
-    control = scene.pose_video
-    masks = (torch.rand(9, 64, 96, generator=g) > 0.3).float()
-    ours = encode_iilr(codec, _single(ref), control, masks, background=False)
-    ctx, trim, length = _comfy_wan_vace_to_video(_ComfyStyleVAE(codec), 9, 64, 96, 1.0, control, masks, ref[None])
-    assert ours.trim == trim and ours.noise_latent_shape[1] == length
-    assert torch.allclose(ours.vace_context, ctx[0], atol=1e-6)
 
 
 def test_comfy_vace_inputs_map_back_exactly(scene, decoupled):
