@@ -1,0 +1,111 @@
+"""`AnyCrowdAttention`: the AttentionHook that runs one attention mode (tsda / masked /
+global) in every self-attention layer of the chosen branches, for one token layout.
+
+Same object for headless sampling, ComfyUI's patched layers and training (AGF loss).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import AnyCrowdError
+from ..layout import TokenLayout
+from .agf import AGF_MODES, GateBank, agf_loss
+from .masked import masked_attention, masked_plan
+from .ops import SelfAttentionOps, global_attention
+from .tsda import tsda_attention, tsda_plan
+
+MODES = ("tsda", "masked", "global")
+BRANCHES = ("dit", "vace")
+
+
+class AnyCrowdAttention:
+    """Attention hook for one layout: `hook(x [B, L, C], ops) -> [B, L, C]`.
+
+    mode: "tsda" (paper), "masked" (training-free, one pass) or "global" (plain Wan).
+    agf: fusion of overlapping candidates in tsda: "gated" (the layer's Gating Block from
+      `gates`; with gates=None it computes what an untrained gate does: the mean), "mean", "max".
+    branches: layers of other branches use global attention.
+    record_agf_loss: keep each tsda layer's AGF loss (needs layout soft labels and gates).
+    The batch may hold several samples (CFG's cond/uncond); all share the layout.
+    """
+
+    def __init__(
+        self,
+        layout: TokenLayout,
+        mode: str = "tsda",
+        agf: str = "gated",
+        gates: GateBank | None = None,
+        branches: Sequence[str] = BRANCHES,
+        record_agf_loss: bool = False,
+    ):
+        if mode not in MODES:
+            raise AnyCrowdError(f"Unknown attention mode {mode!r}: choose one of {MODES}.")
+        if agf not in AGF_MODES:
+            raise AnyCrowdError(f"Unknown AGF mode {agf!r}: choose one of {AGF_MODES}.")
+        unknown = [b for b in branches if b not in BRANCHES]
+        if unknown:
+            raise AnyCrowdError(f"Unknown branches {unknown}: choose from {BRANCHES}.")
+        if record_agf_loss:
+            if layout.soft_labels is None:
+                raise AnyCrowdError(
+                    "record_agf_loss needs AGF soft labels: build the layout with track_masks=..."
+                )
+            if agf != "gated" or gates is None:
+                raise AnyCrowdError(
+                    "The AGF loss trains the gating blocks: use agf='gated' and pass a GateBank."
+                )
+        self.layout = layout
+        self.mode, self.agf, self.gates = mode, agf, gates
+        self.branches = tuple(branches)
+        self.record_agf_loss = record_agf_loss
+        self._plans: dict[tuple[str, torch.device], object] = {}
+        self._layouts: dict[torch.device, TokenLayout] = {}
+        self._losses: list[Tensor] = []
+
+    def __deepcopy__(self, memo):
+        # ComfyUI deep-copies transformer_options on every model clone; one run, one hook
+        return self
+
+    def _plan(self, kind: str, device: torch.device):
+        key = (kind, device)
+        if key not in self._plans:
+            if device not in self._layouts:
+                self._layouts[device] = self.layout.to(device)
+            layout = self._layouts[device]
+            self._plans[key] = tsda_plan(layout) if kind == "tsda" else masked_plan(layout)
+        return self._plans[key]
+
+    def __call__(self, x: Tensor, ops: SelfAttentionOps) -> Tensor:
+        if self.mode == "global" or ops.branch not in self.branches:
+            return global_attention(x, ops)
+        lay = self.layout
+        if x.dim() != 3 or x.shape[1] != lay.num_tokens:
+            got = x.shape[1] if x.dim() == 3 else tuple(x.shape)
+            raise AnyCrowdError(
+                f"The token layout was built for {lay.frame_size[1]}x{lay.frame_size[0]}, "
+                f"{lay.pixel_frames} frames with {lay.num_identities} identities"
+                f"{' + background' if lay.background else ''} = {lay.num_tokens} tokens, but the "
+                f"{ops.branch} branch got {got} tokens: rebuild the layout for the latent being sampled."
+            )
+        if self.mode == "masked":
+            return masked_attention(x, ops, self._plan("masked", x.device))
+        gate = self.gates.gate(ops.branch, ops.index) if (self.agf == "gated" and self.gates is not None) else None
+        plan = self._plan("tsda", x.device)
+        out, logw = tsda_attention(x, ops, plan, self.agf, gate)
+        if self.record_agf_loss and logw is not None:
+            self._losses.append(agf_loss(logw, plan.labels[None], plan.valid[None]))
+        return out
+
+    def agf_loss(self) -> Tensor:
+        """Mean AGF loss (Eq. 5) over the layers recorded since `reset()`; 0 if none had
+        overlapping tokens."""
+        if not self._losses:
+            return torch.zeros(())
+        return torch.stack(self._losses).mean()
+
+    def reset(self) -> None:
+        self._losses.clear()

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m anycrowd_core.bench.attention` times the attention modes."""
