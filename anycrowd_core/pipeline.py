@@ -1,0 +1,166 @@
+"""Headless AnyCrowd animation: reference + masks + control video + boxes -> frames.
+
+One function, `animate`, runs the whole method on the core DiT: Instance Decoupler, IILR
+encoding through a codec, the token layout, TSDA-patched flow-matching sampling with
+classifier-free guidance, trimming of the reference frames and decoding. The ComfyUI
+nodes run the same steps with ComfyUI's own model, VAE and sampler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .attention import AnyCrowdAttention, GateBank
+from .codec import VideoCodec
+from .decoupler import DecoupledInstances, decouple_instances
+from .errors import AnyCrowdError
+from .iilr import IILRConditioning, encode_iilr
+from .latent_format import process_out
+from .layout import TokenLayout, build_token_layout
+from .sampling import SAMPLERS, cfg_denoiser, flow_denoiser, flow_sigmas, sample
+from .wan import WanVaceModel
+
+
+@dataclass
+class AnimationInputs:
+    """What to animate, all in pixels.
+
+    reference_image: `[H, W, 3]` float 0..1, the characters (and background) to animate.
+    reference_masks: bool `[N, H, W]`, one instance mask per identity in the reference.
+    control_video:   `[T, H, W, 3]` float 0..1, the VACE control (rendered pose), T = 4n+1.
+    track_boxes:     `[M, T, 4]` xyxy pixel boxes of each driving track, NaN where absent.
+    binding:         identity index (0..N-1) for each of the M tracks; default track i ->
+                     identity i (requires M == N).
+    """
+
+    reference_image: Tensor
+    reference_masks: Tensor
+    control_video: Tensor
+    track_boxes: Tensor
+    binding: Sequence[int] | None = None
+
+    def resolved_binding(self) -> list[int]:
+        if self.binding is not None:
+            return [int(b) for b in self.binding]
+        m, n = int(self.track_boxes.shape[0]), int(self.reference_masks.shape[0])
+        if m != n:
+            raise AnyCrowdError(
+                f"{m} motion tracks but {n} reference identities and no binding given: pass a "
+                f"binding with one identity index per track, e.g. binding={[i % n for i in range(m)]}."
+            )
+        return list(range(m))
+
+
+@dataclass
+class SamplingSettings:
+    """How to sample. `mode` is the attention mode (tsda / masked / global), `agf` the
+    fusion of overlapping candidates in tsda (gated / mean / max)."""
+
+    steps: int = 20
+    cfg: float = 5.0
+    shift: float = 5.0
+    sampler: str = "euler"
+    seed: int = 0
+    mode: str = "masked"
+    agf: str = "gated"
+    vace_strength: float = 1.0
+    background: bool = True
+    reassign: bool = False
+
+    def validate(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise AnyCrowdError(f"Unknown sampler {self.sampler!r}: choose one of {sorted(SAMPLERS)}.")
+        if self.steps < 1:
+            raise AnyCrowdError(f"steps must be at least 1 (got {self.steps}).")
+
+
+@dataclass
+class AnimationResult:
+    """frames `[T, H, W, 3]` 0..1 decoded video; latents `[16, T_lat, h, w]` raw VAE space
+    (reference frames trimmed); plus the intermediate objects for previews and debugging."""
+
+    frames: Tensor
+    latents: Tensor
+    decoupled: DecoupledInstances
+    conditioning: IILRConditioning
+    layout: TokenLayout
+    info: dict = field(default_factory=dict)
+
+
+def animate(
+    model: WanVaceModel,
+    codec: VideoCodec,
+    inputs: AnimationInputs,
+    positive: Tensor,
+    negative: Tensor | None = None,
+    settings: SamplingSettings | None = None,
+    *,
+    gates: GateBank | None = None,
+    callback: Callable[[int, int, Tensor, Tensor], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> AnimationResult:
+    """Animate the reference identities along the driving tracks (AnyCrowd, paper §3).
+
+    positive / negative: text embeddings `[1, L_text, text_dim]` (e.g. umT5 output for
+    Wan); negative may be None when `settings.cfg == 1`.
+    """
+    settings = settings or SamplingSettings()
+    settings.validate()
+    if settings.cfg != 1.0 and negative is None:
+        raise AnyCrowdError("cfg != 1 needs a negative text embedding: pass `negative` or set cfg=1.")
+
+    binding = inputs.resolved_binding()
+    decoupled = decouple_instances(
+        inputs.reference_image, inputs.reference_masks, reassign=settings.reassign, seed=settings.seed
+    )
+    conditioning = encode_iilr(
+        codec, decoupled, inputs.control_video,
+        background=settings.background, strength=settings.vace_strength,
+    )
+    layout = build_token_layout(
+        decoupled.masks, inputs.track_boxes, binding, background=settings.background
+    )
+
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    hook = AnyCrowdAttention(layout.to(device), mode=settings.mode, agf=settings.agf, gates=gates)
+    vace_context = conditioning.vace_context.unsqueeze(0).to(device, dtype)
+
+    def velocity_for(text: Tensor):
+        text = text.to(device, dtype)
+
+        def velocity(x: Tensor, t: Tensor) -> Tensor:
+            return model(
+                x.to(dtype), t, text, vace_context,
+                vace_strength=conditioning.vace_strength, attention=hook,
+            ).to(x.dtype)
+
+        return velocity
+
+    cond = flow_denoiser(velocity_for(positive))
+    denoiser = cond
+    if settings.cfg != 1.0:
+        denoiser = cfg_denoiser(cond, flow_denoiser(velocity_for(negative)), settings.cfg)
+
+    sigmas = flow_sigmas(settings.steps, shift=settings.shift)
+    with torch.no_grad():
+        x = sample(
+            denoiser, (1, *conditioning.noise_latent_shape), sigmas,
+            sampler=settings.sampler, seed=settings.seed, device=device,
+            callback=callback, cancel=cancel,
+        )
+    latents = process_out(x[0, :, conditioning.trim:].float().cpu())
+    frames = codec.decode(latents)
+    info = {
+        "identities": int(inputs.reference_masks.shape[0]),
+        "tracks": int(inputs.track_boxes.shape[0]),
+        "binding": binding,
+        "tokens": layout.num_tokens,
+        "mode": settings.mode,
+        "agf": settings.agf,
+    }
+    return AnimationResult(frames, latents, decoupled, conditioning, layout, info)
