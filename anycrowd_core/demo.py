@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from .codec import TestCodec
-from .decoupler import preview as decoupled_preview
 from .errors import AnyCrowdError
 from .pipeline import AnimationInputs, SamplingSettings, animate
 from .scenes import make_scene
@@ -71,8 +70,13 @@ def run_demo(args: argparse.Namespace) -> dict:
     write_mp4(result.frames, out / "anycrowd_demo.mp4", fps=args.fps)
     write_mp4(scene.pose_video, out / "control_pose.mp4", fps=args.fps)
     sheet = preview_sheet(
-        [scene.reference_image, decoupled_preview(result.decoupled), scene.pose_video, result.frames],
-        labels=["reference", "isolated identities + background", "driving pose (control)", "output (random model)"],
+        [
+            scene.reference_image,
+            torch.cat([result.decoupled.identity_images, result.decoupled.background[None]]),
+            scene.pose_video,
+            result.frames,
+        ],
+        labels=["reference", "IILR: each identity alone, then the background", "driving pose (control)", "output (random model)"],
         num_columns=6,
     )
     write_png(sheet, out / "preview.png")

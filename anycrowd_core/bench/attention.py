@@ -71,12 +71,13 @@ class ToySelfAttention(nn.Module):
 
 
 def synthetic_layout(tokens: int, identities: int, frames: int = 81, seed: int = 0) -> TokenLayout:
-    """A layout of about `tokens` tokens: `identities` reference frames + background + the
-    latent frames of `frames` pixel frames, 9:16 grid; side-by-side overlapping moving boxes."""
+    """A layout of at least `tokens` tokens (the smallest ~9:16 grid that reaches it):
+    `identities` reference frames + background + the latent frames of `frames` pixel
+    frames; side-by-side overlapping moving boxes."""
     t_lat = (frames - 1) // 4 + 1
-    hw = max(1, round(tokens / (identities + 1 + t_lat)))
+    hw = max(1, math.ceil(tokens / (identities + 1 + t_lat)))
     h = max(1, round(math.sqrt(hw * 9 / 16)))
-    w = max(1, round(hw / h))
+    w = max(1, math.ceil(hw / h))
     height, width = 16 * h, 16 * w
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
