@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .codec import check_frame_count, check_frame_size
 from .errors import AnyCrowdError
+from .pose.render import OPENPOSE_COLORS, OPENPOSE_LIMBS, draw_people  # noqa: F401 (re-exported)
 
 SCENARIOS = ("crossing", "exit_reenter", "static")
 
@@ -28,17 +29,6 @@ KEYPOINT_NAMES = (
     "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
     "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear",
 )
-# OpenPose limb pairs (0-based) and colours (RGB), as in controlnet_aux `draw_bodypose`.
-OPENPOSE_LIMBS = (
-    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
-    (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
-)
-OPENPOSE_COLORS = (
-    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0),
-    (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
-    (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
-)
-
 # Part labels of a rendered character.
 _LIMB, _TORSO, _HEAD = 1, 2, 3
 
@@ -201,26 +191,6 @@ def _character_colors(num: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _render_pose(kps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """OpenPose-style skeletons of all people `[P, 18, 3]` on black, float `[H, W, 3]`."""
-    canvas = np.zeros((height, width, 3), dtype=np.uint8)
-    stick = max(1, int(round(4 * min(height, width) / 512)))
-    radius = max(1, int(round(4 * min(height, width) / 512)))
-    for person in kps:
-        for i, (a, b) in enumerate(OPENPOSE_LIMBS):
-            if person[a, 2] > 0 and person[b, 2] > 0:
-                color = tuple(int(c * 0.6) for c in OPENPOSE_COLORS[i])
-                pa = tuple(int(round(v)) for v in person[a, :2])
-                pb = tuple(int(round(v)) for v in person[b, :2])
-                cv2.line(canvas, pa, pb, color, stick, cv2.LINE_AA)
-    for person in kps:
-        for i in range(18):
-            if person[i, 2] > 0:
-                p = tuple(int(round(v)) for v in person[i, :2])
-                cv2.circle(canvas, p, radius, OPENPOSE_COLORS[i], -1, cv2.LINE_AA)
-    return canvas.astype(np.float32) / 255.0
-
-
 def _with_confidence(kp: np.ndarray, height: int, width: int) -> np.ndarray:
     inside = (kp[:, 0] >= 0) & (kp[:, 0] <= width - 1) & (kp[:, 1] >= 0) & (kp[:, 1] <= height - 1)
     out = np.zeros((18, 3))
@@ -329,7 +299,7 @@ def make_scene(
     boxes = np.full((n, t_len, 4), np.nan)
     kps = np.zeros((n, t_len, 18, 3))
     depth = np.zeros((t_len, n), dtype=np.int64)
-    pose = np.zeros((t_len, hgt, wid, 3), dtype=np.float32)
+    pose = np.zeros((t_len, hgt, wid, 3), dtype=np.uint8)
     for f in range(t_len):
         labels_f = []
         for i in range(n):
@@ -346,7 +316,7 @@ def make_scene(
             body = labels_f[i] > 0
             track_masks[i, f] = body & ~covered
             covered |= body
-        pose[f] = _render_pose(kps[:, f], hgt, wid)
+        draw_people(pose[f], kps[:, f])  # the project's one pose renderer
 
     as_t = lambda a, dt=torch.float32: torch.from_numpy(np.ascontiguousarray(a)).to(dt)  # noqa: E731
     return ProceduralScene(
@@ -358,7 +328,7 @@ def make_scene(
         track_masks=torch.from_numpy(track_masks),
         track_boxes=as_t(boxes),
         keypoints=as_t(kps),
-        pose_video=as_t(pose),
+        pose_video=torch.from_numpy(pose).float().div_(255.0),
         depth_order=torch.from_numpy(depth),
         colors=as_t(colors),
         scenario=scenario,
