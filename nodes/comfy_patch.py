@@ -1,0 +1,194 @@
+"""Patch ComfyUI's native Wan 2.1 VACE MODEL so its self-attention layers run an AnyCrowd
+attention mode (tsda / masked / global) without editing ComfyUI and without a second model.
+
+How and why: docs/comfyui_patch.md. comfy.* is imported lazily, inside functions.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from anycrowd_core.attention import AnyCrowdAttention, GateBank, SelfAttentionOps
+from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.layout import TokenLayout
+
+HOOK_KEY = "anycrowd"  # model_options["transformer_options"][HOOK_KEY] holds the per-run hook
+GATES_KEY = "anycrowd_gates"  # additional_models key: ComfyUI loads the gates with the model
+BRANCH_CHOICES = {"both": ("dit", "vace"), "dit": ("dit",), "vace": ("vace",)}
+
+# Names for models users plug in by mistake (ComfyUI's model_base class names).
+_MODEL_NAMES = {
+    "WAN21": "a plain Wan 2.1 model (text/image-to-video, no VACE blocks)",
+    "WAN21_Camera": "a Wan 2.1 camera-control model",
+    "WAN21_HuMo": "a Wan 2.1 HuMo model",
+    "WAN22": "a Wan 2.2 model",
+    "WAN22_Animate": "a Wan 2.2 Animate model",
+    "WAN22_S2V": "a Wan 2.2 speech-to-video model",
+    "Flux": "a Flux model",
+    "SDXL": "an SDXL model",
+    "SD3": "an SD3 model",
+    "BaseModel": "a Stable Diffusion 1.x/2.x model",
+    "HunyuanVideo": "a HunyuanVideo model",
+    "LTXV": "an LTX-Video model",
+}
+
+_LOAD_HINT = (
+    "load a Wan 2.1 VACE checkpoint (e.g. wan2.1_vace_1.3B_fp16.safetensors or "
+    "wan2.1_vace_14B_fp16.safetensors from models/diffusion_models) with the Load Diffusion Model node "
+    "and connect its MODEL output here."
+)
+
+
+def _describe(model) -> str:
+    inner = getattr(model, "model", None)
+    if inner is None:
+        return f"a {type(model).__name__} (not a ComfyUI MODEL)"
+    name = type(inner).__name__
+    return _MODEL_NAMES.get(name, f"a {name} model")
+
+
+def check_wan_vace(model) -> None:
+    """Raise AnyCrowdError unless `model` is a ComfyUI MODEL wrapping Wan 2.1 VACE
+    (a diffusion model with `vace_blocks`)."""
+    dm = getattr(getattr(model, "model", None), "diffusion_model", None)
+    if dm is None or not hasattr(dm, "vace_blocks") or not hasattr(dm, "blocks"):
+        raise AnyCrowdError(f"AnyCrowd needs a Wan 2.1 VACE model, but got {_describe(model)}: {_LOAD_HINT}")
+
+
+def check_latent_matches_layout(latent: torch.Tensor, layout: TokenLayout) -> None:
+    """Early, readable version of the check the attention hook makes inside sampling:
+    `latent` `[B, 16, F, H/8, W/8]` (reference + video latent frames) must have the
+    layout's frame count and token grid."""
+    frames = layout.num_ref_frames + layout.video_frames
+    h, w = layout.grid
+    if latent.dim() != 5 or latent.shape[2] != frames or tuple(latent.shape[3:]) != (2 * h, 2 * w):
+        got = (
+            f"{latent.shape[4] * 8}x{latent.shape[3] * 8} px with {latent.shape[2]} latent frames"
+            if latent.dim() == 5
+            else f"a latent of shape {tuple(latent.shape)}"
+        )
+        raise AnyCrowdError(
+            f"The layout was built for {layout.frame_size[1]}x{layout.frame_size[0]} px, "
+            f"{layout.pixel_frames} frames and {layout.num_ref_frames} reference frames "
+            f"({frames} latent frames), but the latent is {got}: build the layout and the latent "
+            "with the same AnyCrowd IILR Encode node (same width, height, length and characters)."
+        )
+
+
+class AnyCrowdPatchedSelfAttention(nn.Module):
+    """Stands in for one ComfyUI `WanSelfAttention` (object patch on the MODEL clone).
+
+    The ORIGINAL submodules (q, k, v, o, norm_q, norm_k) are registered under the same names,
+    so weight keys, LoRA patches and low-VRAM casting reach them unchanged. Without a hook in
+    `transformer_options["anycrowd"]`, in mode "global", or for a branch the hook does not
+    cover, it runs the original class's forward on those same submodules (bit-exact).
+    """
+
+    def __init__(self, original: nn.Module, branch: str, index: int):
+        super().__init__()
+        if isinstance(original, AnyCrowdPatchedSelfAttention):  # re-patching: wrap the original once
+            original = original.wrapped
+        for name, child in original.named_children():
+            self.add_module(name, child)
+        for name, p in original.named_parameters(recurse=False):
+            self.register_parameter(name, p)
+        for name, b in original.named_buffers(recurse=False):
+            self.register_buffer(name, b)
+        for name, value in vars(original).items():  # num_heads, head_dim, eps, ...
+            if not name.startswith("_") and name != "training":
+                setattr(self, name, value)
+        self.train(original.training)
+        object.__setattr__(self, "wrapped", original)  # plain attribute: not a second submodule path
+        self.branch, self.index = branch, index
+        self._original_forward = type(original).forward
+
+    def forward(self, x, freqs, transformer_options={}, **kwargs):
+        hook = transformer_options.get(HOOK_KEY)
+        if hook is None or hook.mode == "global" or self.branch not in hook.branches:
+            return self._original_forward(self, x, freqs, transformer_options=transformer_options, **kwargs)
+        return hook(x, self._ops(freqs))
+
+    def _ops(self, freqs) -> SelfAttentionOps:
+        from comfy.ldm.flux.math import apply_rope1
+
+        n, d = self.num_heads, self.head_dim
+
+        def qkv(tokens):
+            b, s = tokens.shape[:2]
+            q = apply_rope1(self.norm_q(self.q(tokens)).view(b, s, n, d), freqs)
+            k = apply_rope1(self.norm_k(self.k(tokens)).view(b, s, n, d), freqs)
+            return q, k, self.v(tokens).view(b, s, n, d)
+
+        def out(o):
+            return self.o(o.flatten(-2))
+
+        return SelfAttentionOps(qkv=qkv, out=out, branch=self.branch, index=self.index)
+
+
+def _check_gates(gates: GateBank, dm) -> None:
+    want = (dm.dim, len(dm.blocks), len(dm.vace_blocks))
+    got = (gates.dim, len(gates.dit), len(gates.vace))
+    if got != want:
+        raise AnyCrowdError(
+            f"The AGF gates were trained for width {got[0]} with {got[1]} DiT and {got[2]} VACE layers, "
+            f"but this model has width {want[0]} with {want[1]} DiT and {want[2]} VACE layers: "
+            "load gates trained for this model size (1.3B vs 14B), or leave gates unconnected."
+        )
+
+
+def patch_model(
+    model,
+    layout: TokenLayout,
+    mode: str = "masked",
+    agf: str = "gated",
+    gates: GateBank | None = None,
+    branches: Sequence[str] | str = ("dit", "vace"),
+):
+    """A clone of the ComfyUI MODEL `model` whose DiT and VACE self-attention layers run
+    `mode` ("tsda", "masked" or "global") for `layout`; `model` itself stays untouched.
+
+    agf: "gated" / "mean" / "max" fusion in tsda; gates: trained AGF gates (None = untrained,
+    i.e. mean); branches: ("dit", "vace") or a subset (also "both" / "dit" / "vace").
+    """
+    check_wan_vace(model)
+    if isinstance(branches, str):
+        if branches not in BRANCH_CHOICES:
+            raise AnyCrowdError(f"Unknown branches {branches!r}: choose one of {list(BRANCH_CHOICES)}.")
+        branches = BRANCH_CHOICES[branches]
+    if not isinstance(layout, TokenLayout):
+        raise AnyCrowdError(
+            f"Expected an AnyCrowd token layout, got {type(layout).__name__}: connect the layout "
+            "output of the AnyCrowd IILR Encode node."
+        )
+    dm = model.model.diffusion_model
+    if gates is not None:
+        if not isinstance(gates, GateBank):
+            raise AnyCrowdError(
+                f"Expected AnyCrowd AGF gates, got {type(gates).__name__}: connect the gates output "
+                "of the AnyCrowd gates loader, or leave it unconnected."
+            )
+        _check_gates(gates, dm)
+    hook = AnyCrowdAttention(layout, mode=mode, agf=agf, gates=gates, branches=branches)
+
+    patched = model.clone()
+    for branch, blocks_name in (("dit", "blocks"), ("vace", "vace_blocks")):
+        for i in range(len(getattr(dm, blocks_name))):
+            key = f"diffusion_model.{blocks_name}.{i}.self_attn"
+            # get_model_object sees earlier object patches: we wrap whatever is there now
+            patched.add_object_patch(key, AnyCrowdPatchedSelfAttention(patched.get_model_object(key), branch, i))
+    patched.model_options["transformer_options"][HOOK_KEY] = hook
+    if gates is not None:
+        import comfy.model_patcher
+
+        # the patcher only moves the diffusion model; as an additional model the gates are
+        # loaded to the sampling device with it (GatingBlock still casts dtype per call)
+        gate_patcher = comfy.model_patcher.ModelPatcher(
+            gates, load_device=model.load_device, offload_device=model.offload_device
+        )
+        patched.set_additional_models(GATES_KEY, [gate_patcher])
+    else:
+        patched.remove_additional_models(GATES_KEY)
+    return patched

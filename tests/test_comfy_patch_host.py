@@ -1,0 +1,281 @@
+"""The TSDA patch on ComfyUI's own Wan 2.1 VACE MODEL (real host, COMFYUI_PATH set):
+global mode is bit-exact, masked/tsda run in both branches, CFG batching and several VACE
+contexts reach the hook, LoRA composes in either order, other clones stay untouched."""
+
+import importlib
+
+import pytest
+import torch
+
+from anycrowd_core.attention import AnyCrowdAttention, GateBank
+from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.layout import build_token_layout
+from comfy_host import import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_patcher, tiny_vace_state_dict
+
+pytestmark = requires_comfyui
+H = W = 64  # pixels: 4x4 tokens per latent frame
+PIXEL_FRAMES = 5  # 2 latent video frames
+
+
+def make_layout(height=H, width=W, frames=PIXEL_FRAMES):
+    """Two identities (left/right halves) whose boxes overlap in the middle, plus background."""
+    ref = torch.zeros(2, height, width, dtype=torch.bool)
+    ref[0, :, : width // 2] = True
+    ref[1, :, width // 2 :] = True
+    boxes = torch.tensor([[[0, 0, 40, height]] * frames, [[24, 0, width, height]] * frames], dtype=torch.float32)
+    return build_token_layout(ref, boxes, [0, 1])
+
+
+@pytest.fixture(scope="module")
+def comfy():
+    return import_comfy()
+
+
+@pytest.fixture(scope="module")
+def cp(comfy):
+    pack = load_pack_with_comfy()
+    return importlib.import_module(f"{pack.__name__}.nodes.comfy_patch")
+
+
+@pytest.fixture(scope="module")
+def base(comfy):
+    return tiny_vace_patcher(seed=0)
+
+
+@pytest.fixture(scope="module")
+def layout():
+    return make_layout()
+
+
+class Inputs:
+    """A latent for `layout` and the conditioning WanVaceToVideo would build (contexts VACE streams)."""
+
+    def __init__(self, layout, contexts=1, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        frames = layout.num_ref_frames + layout.video_frames
+        shape = (1, 16, frames, 2 * layout.grid[0], 2 * layout.grid[1])
+        self.latent = torch.randn(shape, generator=g)
+        self.noise = torch.randn(shape, generator=g)
+        vace = {
+            "vace_frames": [torch.randn(1, 32, *shape[2:], generator=g) for _ in range(contexts)],
+            "vace_mask": [torch.rand(1, 64, *shape[2:], generator=g) for _ in range(contexts)],
+            "vace_strength": [1.0, 0.6][:contexts],
+        }
+        self.vace = vace
+        self.positive = [[torch.randn(1, 7, 4096, generator=g), dict(vace)]]
+        # same text length as positive (T5 pads to 512 in real use), so CFG batches them
+        self.negative = [[torch.randn(1, 7, 4096, generator=g), dict(vace)]]
+
+
+def apply_model(comfy, patcher, inp: Inputs, sigma=0.7):
+    """One denoiser call of the loaded MODEL (object patches applied as in sampling), with the
+    extra conds (vace_context, vace_strength) built by the model's own extra_conds."""
+    comfy.model_management.load_models_gpu([patcher])
+    return run_loaded(patcher, inp, sigma)
+
+
+def run_loaded(patcher, inp: Inputs, sigma=0.7):
+    model = patcher.model
+    conds = model.extra_conds(noise=inp.latent, cross_attn=inp.positive[0][0], device=inp.latent.device, **inp.vace)
+    kwargs = {k: v.cond for k, v in conds.items()}
+    options = patcher.model_options["transformer_options"].copy()
+    with torch.no_grad():
+        return model.apply_model(inp.latent, torch.tensor([sigma]), transformer_options=options, **kwargs)
+
+
+def sample_step(comfy, patcher, inp: Inputs, cfg=3.0):
+    """One KSampler step (euler, CFG: cond and uncond batched together)."""
+    return comfy.sample.sample(
+        patcher, inp.noise, 1, cfg, "euler", "simple", inp.positive, inp.negative, inp.latent,
+        disable_pbar=True, seed=0,
+    )
+
+
+class SpyAttention(AnyCrowdAttention):
+    """Records (branch, index, x shape) of every call."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def __call__(self, x, ops):
+        self.calls.append((ops.branch, ops.index, tuple(x.shape)))
+        return super().__call__(x, ops)
+
+
+def lora_state_dict(seed=1, rank=4, dim=256):
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for target in ("blocks.0.self_attn.q", "vace_blocks.1.self_attn.v"):
+        sd[f"diffusion_model.{target}.lora_A.weight"] = 0.3 * torch.randn(rank, dim, generator=g)
+        sd[f"diffusion_model.{target}.lora_B.weight"] = 0.3 * torch.randn(dim, rank, generator=g)
+        sd[f"diffusion_model.{target}.alpha"] = torch.tensor(float(rank))
+    return sd
+
+
+def with_lora(comfy, patcher, sd):
+    model, _ = comfy.sd.load_lora_for_models(patcher, None, sd, 1.0, 0.0)
+    return model
+
+
+def gates_for(model, seed=0, hidden=16):
+    torch.manual_seed(seed)
+    dm = model.model.diffusion_model
+    gates = GateBank(dm.dim, len(dm.blocks), len(dm.vace_blocks), hidden=hidden)
+    for p in gates.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    return gates
+
+
+def test_comfy_loader_gives_a_vace_model_that_passes_the_check(cp, base):
+    assert type(base.model.diffusion_model).__name__ == "VaceWanModel"
+    cp.check_wan_vace(base)
+
+
+def test_plain_wan_t2v_model_is_refused_in_plain_words(comfy, cp):
+    sd = {k: v for k, v in tiny_vace_state_dict(seed=0).items() if ".vace_" not in k}
+    t2v = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": torch.float32})
+    assert type(t2v.model).__name__ == "WAN21"
+    with pytest.raises(AnyCrowdError, match="needs a Wan 2.1 VACE model, but got a plain Wan 2.1 model"):
+        cp.patch_model(t2v, make_layout())
+
+
+@pytest.mark.parametrize("contexts", [1, 2])
+def test_global_mode_is_bit_exact_through_apply_model(comfy, cp, base, layout, contexts):
+    inp = Inputs(layout, contexts=contexts)
+    expected = apply_model(comfy, base, inp)
+    patched = cp.patch_model(base, layout, mode="global")
+    assert torch.equal(apply_model(comfy, patched, inp), expected)
+
+
+def test_global_mode_is_bit_exact_through_a_sampling_step(comfy, cp, base, layout):
+    inp = Inputs(layout)
+    expected = sample_step(comfy, base, inp)
+    assert torch.equal(sample_step(comfy, cp.patch_model(base, layout, mode="global"), inp), expected)
+
+
+@pytest.mark.parametrize("mode", ["masked", "tsda"])
+def test_binding_modes_run_in_both_branches_and_change_the_output(comfy, cp, base, layout, mode):
+    inp = Inputs(layout)
+    plain = sample_step(comfy, base, inp)
+    patched = cp.patch_model(base, layout, mode=mode)
+    spy = SpyAttention(layout, mode=mode)
+    patched.model_options["transformer_options"]["anycrowd"] = spy
+    out = sample_step(comfy, patched, inp)
+    assert torch.isfinite(out).all()
+    assert (out - plain).abs().max() > 1e-3
+    assert {(b, i) for b, i, _ in spy.calls} == {("dit", i) for i in range(4)} | {("vace", j) for j in range(2)}
+
+
+def test_each_branch_alone_differs_from_both(comfy, cp, base, layout):
+    inp = Inputs(layout)
+    outs = {b: apply_model(comfy, cp.patch_model(base, layout, mode="masked", branches=b), inp)
+            for b in ("both", "dit", "vace")}
+    assert not torch.equal(outs["dit"], outs["both"]) and not torch.equal(outs["vace"], outs["both"])
+    assert not torch.equal(outs["dit"], outs["vace"])
+
+
+def test_hook_sees_cond_and_uncond_batched_and_every_vace_context(comfy, cp, base, layout):
+    inp = Inputs(layout, contexts=2)
+    patched = cp.patch_model(base, layout, mode="masked")
+    spy = SpyAttention(layout, mode="masked")
+    patched.model_options["transformer_options"]["anycrowd"] = spy
+    sample_step(comfy, patched, inp)
+    shape = (2, layout.num_tokens, 256)  # CFG: [cond, uncond] in one batch
+    dit = [c for c in spy.calls if c[0] == "dit"]
+    vace = [c for c in spy.calls if c[0] == "vace"]
+    assert [c[1] for c in dit] == [0, 1, 2, 3]
+    assert [c[1] for c in vace] == [0, 0, 1, 1]  # each VACE block runs once per context
+    assert all(c[2] == shape for c in spy.calls)
+
+
+def test_lora_takes_effect_on_a_patched_model_in_either_order(comfy, cp, base, layout):
+    inp = Inputs(layout)
+    lora = lora_state_dict()
+    patched = cp.patch_model(base, layout, mode="masked")
+    patch_then_lora = with_lora(comfy, patched, lora)
+    lora_then_patch = cp.patch_model(with_lora(comfy, base, lora), layout, mode="masked")
+    targets = {"diffusion_model.blocks.0.self_attn.q.weight", "diffusion_model.vace_blocks.1.self_attn.v.weight"}
+    assert set(patch_then_lora.patches) == set(lora_then_patch.patches) == targets  # none silently dropped
+    without = apply_model(comfy, patched, inp)
+    a = apply_model(comfy, patch_then_lora, inp)
+    b = apply_model(comfy, lora_then_patch, inp)
+    assert (a - without).abs().max() > 1e-3
+    assert torch.equal(a, b)
+
+
+def test_lora_on_a_global_patch_equals_lora_alone(comfy, cp, base, layout):
+    inp = Inputs(layout)
+    lora = lora_state_dict()
+    expected = apply_model(comfy, with_lora(comfy, base, lora), inp)
+    got = apply_model(comfy, with_lora(comfy, cp.patch_model(base, layout, mode="global"), lora), inp)
+    assert torch.equal(got, expected)
+
+
+def test_low_vram_partial_load_keeps_lora_and_patch(comfy, cp, layout):
+    # lowvram_model_memory=1: every layer casts its weights per call and applies the LoRA as a
+    # weight function, reaching the original q/v modules through our wrapper
+    inp = Inputs(layout)
+    patcher = with_lora(comfy, cp.patch_model(tiny_vace_patcher(seed=2), layout, mode="tsda"), lora_state_dict())
+    full = apply_model(comfy, patcher, inp)
+    comfy.model_management.unload_all_models()
+    patcher.patch_model(device_to=torch.device("cpu"), lowvram_model_memory=1)
+    try:
+        assert patcher.model.model_lowvram and patcher.model.lowvram_patch_counter == 2
+        partial = run_loaded(patcher, inp)
+    finally:
+        patcher.unpatch_model()
+    assert torch.equal(partial, full)
+
+
+def test_patching_a_clone_leaves_the_original_untouched(comfy, cp, base, layout):
+    inp = Inputs(layout)
+    before = sample_step(comfy, base, inp)
+    patched = cp.patch_model(base, layout, mode="tsda")
+    patched_out = sample_step(comfy, patched, inp)
+    after = sample_step(comfy, base, inp)
+    assert torch.equal(after, before) and not torch.equal(patched_out, before)
+    assert base.object_patches == {} and "anycrowd" not in base.model_options["transformer_options"]
+    assert type(base.model.diffusion_model.blocks[0].self_attn).__name__ == "WanSelfAttention"
+
+
+def test_repatching_replaces_the_mode(comfy, cp, base, layout):
+    inp = Inputs(layout)
+    twice = cp.patch_model(cp.patch_model(base, layout, mode="tsda"), layout, mode="global")
+    assert torch.equal(apply_model(comfy, twice, inp), apply_model(comfy, base, inp))
+    wrapper = twice.object_patches["diffusion_model.blocks.0.self_attn"]
+    assert type(wrapper.wrapped).__name__ == "WanSelfAttention"
+
+
+def test_layout_for_another_resolution_gives_a_readable_error_from_sampling(comfy, cp, base):
+    inp = Inputs(make_layout())
+    patched = cp.patch_model(base, make_layout(height=96), mode="masked")
+    msg = r"built for 64x96, 5 frames .* = 120 tokens, but the dit branch got 80 tokens: rebuild the layout"
+    with pytest.raises(AnyCrowdError, match=msg):
+        sample_step(comfy, patched, inp)
+
+
+def test_trained_gates_change_tsda_and_load_with_the_model(comfy, cp, base, layout):
+    inp = Inputs(layout)
+    gates = gates_for(base)
+    gated = cp.patch_model(base, layout, mode="tsda", agf="gated", gates=gates)
+    assert [m.model for m in gated.get_additional_models()] == [gates]
+    mean = apply_model(comfy, cp.patch_model(base, layout, mode="tsda", agf="mean"), inp)
+    untrained = apply_model(comfy, cp.patch_model(base, layout, mode="tsda", agf="gated"), inp)
+    assert torch.equal(untrained, mean)  # no gates: the gated mode equals mean fusion
+    assert (apply_model(comfy, gated, inp) - mean).abs().max() > 1e-4
+
+
+def test_gates_for_another_model_size_are_refused(cp, base, layout):
+    wrong = GateBank(256, 30, 15, hidden=8)
+    with pytest.raises(AnyCrowdError, match="1.3B vs 14B"):
+        cp.patch_model(base, layout, mode="tsda", gates=wrong)
+
+
+def test_node_returns_a_patched_clone(comfy, base, layout):
+    pack = load_pack_with_comfy()
+    node_mod = importlib.import_module(f"{pack.__name__}.nodes.node_tsda_patch")
+    (patched,) = node_mod.AnyCrowdTSDAPatch().patch(base, layout, "tsda", "max", "vace")
+    hook = patched.model_options["transformer_options"]["anycrowd"]
+    assert (hook.mode, hook.agf, hook.branches, hook.layout) == ("tsda", "max", ("vace",), layout)
+    assert patched is not base and len(patched.object_patches) == 6
