@@ -1,0 +1,243 @@
+"""Manual per-character boxes over time: a boxes text/JSON or per-character mask sequences
+-> track boxes `[M, T, 4]` (xyxy pixels, NaN = absent), the input `build_token_layout` takes.
+
+For users who draw boxes themselves (and until/besides pose tracking). Keyframes are
+linearly interpolated. Syntax with examples: BOXES_SYNTAX (also in docs/comfyui_nodes.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import torch
+from torch import Tensor
+
+from .errors import AnyCrowdError
+from .layout import boxes_from_masks
+
+BOXES_SYNTAX = """Boxes syntax (xyxy pixels of the control video as you connect it; one character per line):
+  120,40,260,470                       the same box in every frame
+  0: 120,40,260,470; 80: 300,40,440,470  keyframes (0-based frame: box), linear in between
+  0: 120,40,260,470; 30: none; 60: 500,40,640,470   'none' = absent from that keyframe on
+Lines starting with # are comments. All numbers in 0..1 = fractions of width/height.
+JSON works too: [[x0,y0,x1,y1], ...] (static), [[box or null per frame], ...] or
+[{"0": [x0,y0,x1,y1], "80": [...]}, ...] (keyframes), one entry per character."""
+
+_NONE_WORDS = {"none", "null", "-", "absent", "off"}
+
+
+def center_crop_region(src_h: int, src_w: int, dst_h: int, dst_w: int) -> tuple[int, int, int, int]:
+    """(y0, x0, h, w) of the centred crop of a src frame with the aspect of dst — the crop
+    ComfyUI's common_upscale(crop="center") takes before resizing (so boxes follow pixels)."""
+    src_aspect, dst_aspect = src_w / src_h, dst_w / dst_h
+    x0 = y0 = 0
+    if src_aspect > dst_aspect:
+        x0 = round((src_w - src_w * (dst_aspect / src_aspect)) / 2)
+    elif src_aspect < dst_aspect:
+        y0 = round((src_h - src_h * (src_aspect / dst_aspect)) / 2)
+    return y0, x0, src_h - 2 * y0, src_w - 2 * x0
+
+
+def resize_boxes(boxes: Tensor, src_size: tuple[int, int], dst_size: tuple[int, int]) -> Tensor:
+    """Map xyxy pixel boxes `[..., 4]` from a (H, W) frame to a (H', W') frame resized with a
+    centred crop (center_crop_region). Boxes are clipped to the frame; a box entirely in
+    the cropped-away border becomes NaN (absent)."""
+    (sh, sw), (dh, dw) = src_size, dst_size
+    y0, x0, ch, cw = center_crop_region(sh, sw, dh, dw)
+    b = boxes.float().clone()
+    sx, sy = dw / cw, dh / ch
+    b[..., 0::2] = ((b[..., 0::2] - x0) * sx).clamp(0, dw)
+    b[..., 1::2] = ((b[..., 1::2] - y0) * sy).clamp(0, dh)
+    empty = (b[..., 2] <= b[..., 0]) | (b[..., 3] <= b[..., 1])
+    return torch.where(empty[..., None], torch.full_like(b, float("nan")), b)
+
+
+def _error(message: str) -> AnyCrowdError:
+    return AnyCrowdError(f"{message}\n{BOXES_SYNTAX}")
+
+
+def _box(values, where: str) -> list[float] | None:
+    """A box from 4 numbers (or None for absent); checks xyxy order."""
+    if values is None or (isinstance(values, str) and values.strip().lower() in _NONE_WORDS):
+        return None
+    if isinstance(values, str):
+        parts = [p for p in re.split(r"[,\s]+", values.strip().strip("[]()")) if p]
+    else:
+        parts = list(values) if isinstance(values, (list, tuple)) else [values]
+    if len(parts) != 4:
+        raise _error(f"{where}: a box needs 4 numbers x0,y0,x1,y1, got {values!r}.")
+    try:
+        box = [float(p) for p in parts]
+    except (TypeError, ValueError):
+        raise _error(f"{where}: {values!r} is not 4 numbers x0,y0,x1,y1.") from None
+    if not all(math.isfinite(v) for v in box):
+        raise _error(f"{where}: box {values!r} has a non-finite number.")
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise _error(
+            f"{where}: box {values!r} has x1 <= x0 or y1 <= y0. Boxes are corners x0,y0,x1,y1 "
+            "(if yours are x,y,width,height use x,y,x+width,y+height)."
+        )
+    return box
+
+
+def _frame_index(key, where: str) -> int:
+    try:
+        value = float(key)
+    except (TypeError, ValueError):
+        raise _error(f"{where}: keyframe {key!r} is not a frame number.") from None
+    if value != int(value) or value < 0:
+        raise _error(f"{where}: keyframe {key!r} must be a whole frame number >= 0.")
+    return int(value)
+
+
+def _from_keyframes(keys: dict[int, list[float] | None], num_frames: int, where: str) -> Tensor:
+    """`[T, 4]` from {frame: box | None}: linear between two boxes, held before the first and
+    after the last keyframe; after a None keyframe absent until the next keyframe."""
+    late = [f for f in keys if f >= num_frames]
+    if late:
+        raise _error(
+            f"{where}: keyframe {max(late)} is past the last frame ({num_frames - 1}; frames count "
+            f"from 0 and the video has {num_frames} frames)."
+        )
+    out = torch.full((num_frames, 4), float("nan"))
+    frames = sorted(keys)
+    first = keys[frames[0]]
+    if first is not None:
+        out[: frames[0]] = torch.tensor(first)
+    for a, b in zip(frames, frames[1:]):
+        ba, bb = keys[a], keys[b]
+        if ba is None:
+            continue
+        if bb is None:
+            out[a:b] = torch.tensor(ba)
+            continue
+        w = torch.arange(b - a, dtype=torch.float64)[:, None] / (b - a)
+        out[a:b] = ((1 - w) * torch.tensor(ba, dtype=torch.float64) + w * torch.tensor(bb, dtype=torch.float64)).float()
+    last = keys[frames[-1]]
+    if last is not None:
+        out[frames[-1]:] = torch.tensor(last)
+    return out
+
+
+def _text_line(line: str, num_frames: int, where: str) -> Tensor:
+    if ":" not in line:
+        box = _box(line, where)
+        if box is None:
+            raise _error(f"{where}: a character line cannot be only 'none'; delete the line instead.")
+        return torch.tensor(box).expand(num_frames, 4).clone()
+    keys: dict[int, list[float] | None] = {}
+    for part in (p.strip() for p in line.split(";")):
+        if not part:
+            continue
+        if ":" not in part:
+            raise _error(f"{where}: {part!r} has no 'frame:' in front (write e.g. '0: {part}').")
+        frame, box = part.split(":", 1)
+        f = _frame_index(frame.strip(), where)
+        if f in keys:
+            raise _error(f"{where}: keyframe {f} is given twice.")
+        keys[f] = _box(box, f"{where}, keyframe {f}")
+    if not keys:
+        raise _error(f"{where}: no keyframes found.")
+    return _from_keyframes(keys, num_frames, where)
+
+
+def _json_entry(entry, num_frames: int, where: str) -> Tensor:
+    if isinstance(entry, dict):
+        if not entry:
+            raise _error(f"{where}: empty keyframe dictionary.")
+        keys = {}
+        for k, v in entry.items():
+            f = _frame_index(k, where)
+            keys[f] = _box(v, f"{where}, keyframe {f}")
+        return _from_keyframes(keys, num_frames, where)
+    if isinstance(entry, list) and entry and all(isinstance(v, (int, float)) for v in entry):
+        return torch.tensor(_box(entry, where)).expand(num_frames, 4).clone()
+    if isinstance(entry, list) and all(v is None or isinstance(v, list) for v in entry):
+        if len(entry) != num_frames:
+            raise _error(
+                f"{where}: {len(entry)} per-frame boxes but the video has {num_frames} frames: give "
+                "one box (or null) per frame, or use keyframes."
+            )
+        rows = [_box(v, f"{where}, frame {t}") for t, v in enumerate(entry)]
+        return torch.tensor([r if r is not None else [float("nan")] * 4 for r in rows], dtype=torch.float32)
+    raise _error(f"{where}: {json.dumps(entry)[:80]} is not a box, a list of boxes or a keyframe dict.")
+
+
+def parse_boxes(text: str, num_frames: int, frame_size: tuple[int, int]) -> Tensor:
+    """Boxes text/JSON -> float `[M, T, 4]` xyxy pixels of a (H, W) = frame_size frame,
+    NaN rows where a character is absent. Raises AnyCrowdError with the syntax on errors."""
+    if num_frames < 1:
+        raise AnyCrowdError(f"num_frames must be >= 1, got {num_frames}.")
+    text = (text or "").strip()
+    if not text:
+        raise _error("No boxes given: write one line per character.")
+    tracks: list[Tensor] = []
+    if text[0] in "[{":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _error(f"The boxes look like JSON but do not parse: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
+        if isinstance(data, dict):
+            data = [data]  # one character given as a keyframe dict
+        if not isinstance(data, list) or not data:
+            raise _error("JSON boxes must be a non-empty list with one entry per character.")
+        if all(isinstance(v, (int, float)) for v in data):
+            data = [data]  # one character given as a single box
+        tracks = [_json_entry(e, num_frames, f"character {i}") for i, e in enumerate(data)]
+    else:
+        lines = [ln.strip() for ln in text.splitlines()]
+        lines = [ln for ln in lines if ln and not ln.startswith("#")]
+        if not lines:
+            raise _error("No boxes given (only comments): write one line per character.")
+        tracks = [_text_line(ln, num_frames, f"character {i} (line '{ln[:40]}')") for i, ln in enumerate(lines)]
+    boxes = torch.stack(tracks)
+    finite = boxes[~torch.isnan(boxes)]
+    if finite.numel() and float(finite.max()) <= 1.0:
+        h, w = frame_size
+        boxes = boxes * torch.tensor([w, h, w, h], dtype=boxes.dtype)
+    return boxes
+
+
+def has_boxes(text: str | None) -> bool:
+    """True if the boxes text has a line that is not blank or a comment."""
+    return any(ln.strip() and not ln.strip().startswith("#") for ln in (text or "").splitlines())
+
+
+def validate_boxes_text(text: str, num_frames: int) -> str | None:
+    """None if `text` is empty (or only comments) or parses for `num_frames` frames, else the
+    error message (for a node's early validation; an empty text is checked later, when it is
+    known whether track masks are connected)."""
+    if not has_boxes(text):
+        return None
+    try:
+        parse_boxes(text, num_frames, frame_size=(1, 1))
+    except AnyCrowdError as exc:
+        return str(exc)
+    return None
+
+
+def boxes_from_mask_sequences(masks: Tensor, num_frames: int) -> Tensor:
+    """Per-character mask sequences -> tight boxes `[M, T, 4]` px of the masks' own frame.
+
+    masks: `[M, T, H, W]`, or a ComfyUI MASK batch `[M*T, H, W]` ordered character by
+    character (all T frames of character 0, then character 1, ...). Values > 0.5 count.
+    Empty masks give NaN rows (the character is absent in that frame).
+    """
+    if masks.ndim == 3:
+        total = int(masks.shape[0])
+        if total % num_frames:
+            raise AnyCrowdError(
+                f"track_masks has {total} masks, not a multiple of the length ({num_frames} frames): give "
+                f"all {num_frames} masks of character 0, then all of character 1, ... "
+                f"(e.g. {2 * num_frames} masks for 2 characters)."
+            )
+        masks = masks.reshape(total // num_frames, num_frames, *masks.shape[1:])
+    if masks.ndim != 4 or int(masks.shape[1]) != num_frames:
+        raise AnyCrowdError(
+            f"track_masks must be [characters, {num_frames}, H, W] or a MASK batch of characters x "
+            f"{num_frames} masks; got shape {tuple(masks.shape)}."
+        )
+    bool_masks = masks > 0.5 if masks.is_floating_point() else masks.bool()
+    return boxes_from_masks(bool_masks.cpu())

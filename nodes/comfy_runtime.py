@@ -1,0 +1,219 @@
+"""The one place where AnyCrowd nodes call into ComfyUI (comfy.*, latent_preview, comfy_extras).
+
+Every ComfyUI import is lazy, inside a function, so node classes import and their
+ComfyUI-free parts run in tests without ComfyUI. Pieces with a plain-torch equivalent
+(conditioning edits, resizing) fall back to it; sampling needs ComfyUI and says so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from anycrowd_core.boxes import center_crop_region
+from anycrowd_core.errors import AnyCrowdError
+
+# Flow-matching shift of ComfyUI's Wan 2.1 model config (supported_models.WAN21_T2V, inherited
+# by WAN21_Vace): sampling_settings = {"shift": 8.0}, ModelSamplingDiscreteFlow multiplier 1000.
+WAN21_DEFAULT_SHIFT = 8.0
+
+# Used for the sampler/scheduler widgets only when ComfyUI is not loaded (tests, docs).
+FALLBACK_SAMPLERS = ("euler", "euler_ancestral", "heun", "dpm_2", "dpmpp_2m", "dpmpp_sde", "uni_pc", "lcm", "res_multistep")
+FALLBACK_SCHEDULERS = ("simple", "normal", "karras", "exponential", "sgm_uniform", "beta", "ddim_uniform")
+
+
+def _loaded(name: str):
+    """A ComfyUI module if ComfyUI is importable, else None (never raises)."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def require_comfy(name: str, what: str):
+    """Import a ComfyUI module or raise an AnyCrowdError saying `what` needs ComfyUI."""
+    module = _loaded(name)
+    if module is None:
+        raise AnyCrowdError(
+            f"{what} needs ComfyUI ({name} is not importable): run it inside ComfyUI, or use the "
+            "headless pipeline (anycrowd_core.pipeline.animate) outside it."
+        )
+    return module
+
+
+def sampler_names() -> tuple[list[str], list[str]]:
+    """(sampler names, scheduler names) as ComfyUI's KSampler offers them.
+
+    Read from an already imported comfy.samplers only: INPUT_TYPES must never trigger
+    ComfyUI's device probing in a process that has not set ComfyUI up.
+    """
+    samplers = sys.modules.get("comfy.samplers")
+    if samplers is None:
+        return list(FALLBACK_SAMPLERS), list(FALLBACK_SCHEDULERS)
+    return list(samplers.KSampler.SAMPLERS), list(samplers.KSampler.SCHEDULERS)
+
+
+class _NoProgress:
+    def __init__(self, total: int):
+        self.total, self.current = total, 0
+
+    def update_absolute(self, value: int, total: int | None = None, preview=None) -> None:
+        self.current = value
+
+    def update(self, value: int) -> None:
+        self.current += value
+
+
+def progress_bar(total: int):
+    """comfy.utils.ProgressBar(total), or a silent stand-in without ComfyUI."""
+    utils = _loaded("comfy.utils")
+    return utils.ProgressBar(total) if utils is not None else _NoProgress(total)
+
+
+def check_interrupted() -> None:
+    """Raise ComfyUI's InterruptProcessingException if the user pressed Cancel (no-op without ComfyUI)."""
+    mm = sys.modules.get("comfy.model_management")
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+
+
+def conditioning_set_values(conditioning: list, values: dict, append: bool = False) -> list:
+    """New CONDITIONING with `values` set in each entry's options dict (the input is not mutated).
+
+    CONDITIONING is a list of `[tensor, options]`; with append=True a list value is added
+    after an existing list under the same key (how several VACE inputs stack), which is
+    what ComfyUI's node_helpers.conditioning_set_values does (checked in the host tests).
+    """
+    out = []
+    for entry in conditioning:
+        tensor, options = entry[0], dict(entry[1])
+        for key, value in values.items():
+            previous = options.get(key) if append else None
+            options[key] = value if previous is None else previous + value
+        out.append([tensor, options])
+    return out
+
+
+def resize_frames(frames: Tensor, width: int, height: int, mode: str = "bilinear") -> Tensor:
+    """Center-crop to the target aspect and resize `[T, H, W, C]` to `[T, height, width, C]`.
+
+    The same geometry as comfy.utils.common_upscale(..., crop="center") that WanVaceToVideo
+    uses (crop offsets: anycrowd_core.boxes.center_crop_region); ComfyUI's own function is
+    used when it is importable so the pixels match the native node exactly.
+    """
+    if frames.shape[1] == height and frames.shape[2] == width:
+        return frames
+    x = frames.movedim(-1, 1)
+    utils = _loaded("comfy.utils")
+    if utils is not None:
+        return utils.common_upscale(x, width, height, mode, "center").movedim(1, -1)
+    y0, x0, ch, cw = center_crop_region(int(frames.shape[1]), int(frames.shape[2]), height, width)
+    x = x[:, :, y0 : y0 + ch, x0 : x0 + cw]
+    return F.interpolate(x, size=(height, width), mode=mode).movedim(1, -1)
+
+
+def resize_masks(masks: Tensor, width: int, height: int, mode: str = "bilinear") -> Tensor:
+    """`[N, H, W]` masks -> `[N, height, width]` with the same center crop as resize_frames."""
+    return resize_frames(masks[..., None].float(), width, height, mode)[..., 0]
+
+
+class ComfyVAECodec:
+    """anycrowd_core VideoCodec over a ComfyUI VAE (docs/iilr.md, "Codec interface").
+
+    encode(frames `[T,H,W,3]` 0..1) -> raw latent `[16, T', h, w]` via `vae.encode`, which
+    takes `[T,H,W,C]` and returns `[1,16,T',h,w]`; decode the inverse via `vae.decode`.
+    Checks for Cancel before each VAE call (IILR makes N+3 of them).
+    """
+
+    latent_channels = 16
+    spatial_factor = 8
+    temporal_factor = 4
+
+    def __init__(self, vae: Any):
+        for name in ("encode", "decode"):
+            if not callable(getattr(vae, name, None)):
+                raise AnyCrowdError(
+                    f"The vae input has no {name}() method ({type(vae).__name__}): connect a VAE "
+                    "(Load VAE with wan_2.1_vae.safetensors)."
+                )
+        self.vae = vae
+
+    def encode(self, frames: Tensor) -> Tensor:
+        check_interrupted()
+        z = self.vae.encode(frames[..., :3])
+        if z.ndim != 5 or z.shape[0] != 1:
+            raise AnyCrowdError(
+                f"The VAE returned a latent of shape {tuple(z.shape)}; a Wan 2.1 video VAE returns "
+                "[1, 16, frames, h, w]. Load wan_2.1_vae.safetensors with Load VAE."
+            )
+        return z[0].float().cpu()
+
+    def decode(self, latent: Tensor) -> Tensor:
+        check_interrupted()
+        frames = self.vae.decode(latent[None])
+        return frames.reshape(-1, *frames.shape[-3:]).float().cpu()
+
+
+def is_wan_vace(model: Any) -> bool:
+    """True if a MODEL (ModelPatcher) wraps ComfyUI's WAN21_Vace model."""
+    inner = getattr(model, "model", None)
+    return type(inner).__name__ == "WAN21_Vace"
+
+
+def apply_shift(model: Any, shift: float):
+    """A clone of `model` sampling with flow shift `shift`, exactly as ComfyUI's own
+    ModelSamplingSD3 node sets it (that node is called, not re-implemented)."""
+    advanced = require_comfy("comfy_extras.nodes_model_advanced", "Setting the sampling shift")
+    return advanced.ModelSamplingSD3().patch(model, shift)[0]
+
+
+def sample(
+    model: Any,
+    latent: dict,
+    *,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    positive: list,
+    negative: list,
+    denoise: float = 1.0,
+) -> Tensor:
+    """Sample a LATENT with ComfyUI's machinery, like nodes.common_ksampler: same noise
+    (comfy.sample.prepare_noise), same preview/progress callback (latent_preview), plus a
+    Cancel check after every step so cancelling works without the server's progress hook."""
+    comfy_sample = require_comfy("comfy.sample", "AnyCrowd Sampler")
+    latent_preview = require_comfy("latent_preview", "AnyCrowd Sampler")
+    utils = require_comfy("comfy.utils", "AnyCrowd Sampler")
+    check_interrupted()
+    latent_image = comfy_sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy_sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    preview = latent_preview.prepare_callback(model, steps)
+
+    def callback(step, x0, x, total_steps):
+        # main.py's progress hook checks Cancel too, but only when the server installed it
+        # (not in headless executors or tests); checking here makes Cancel reliable.
+        check_interrupted()
+        preview(step, x0, x, total_steps)
+
+    return comfy_sample.sample(
+        model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
+        denoise=denoise, noise_mask=latent.get("noise_mask"), callback=callback,
+        disable_pbar=not utils.PROGRESS_BAR_ENABLED, seed=seed,
+    )
+
+
+def empty_latent(batch_size: int, shape: tuple[int, ...]) -> Tensor:
+    """Zeros `[batch_size, *shape]` on ComfyUI's intermediate device (CPU without ComfyUI)."""
+    mm = sys.modules.get("comfy.model_management")
+    device = mm.intermediate_device() if mm is not None else torch.device("cpu")
+    return torch.zeros((batch_size, *shape), device=device)

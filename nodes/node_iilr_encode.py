@@ -1,0 +1,231 @@
+"""AnyCrowd IILR Encode node: isolated identities + control video + per-character boxes ->
+native Wan VACE conditioning (as WanVaceToVideo appends it), the latent to sample with the
+reference frames in front, the trim count and the token layout (ANYCROWD_LAYOUT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import Tensor
+
+from anycrowd_core.boxes import (
+    BOXES_SYNTAX,
+    boxes_from_mask_sequences,
+    has_boxes,
+    parse_boxes,
+    resize_boxes,
+    validate_boxes_text,
+)
+from anycrowd_core.codec import check_frame_count, check_frame_size, nearest_valid_frame_counts
+from anycrowd_core.decoupler import DecoupledInstances
+from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.iilr import comfy_vace_inputs, encode_iilr
+from anycrowd_core.layout import boxes_from_masks, build_token_layout
+
+from .comfy_runtime import ComfyVAECodec, conditioning_set_values, empty_latent, resize_frames, resize_masks
+from .node_decoupler import DecoupledReference
+from .node_types import INSTANCES, LAYOUT
+
+MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION
+
+EXAMPLE_BOXES = "# one line per character: x0,y0,x1,y1 or keyframes 'frame: box; frame: box'\n"
+
+
+def parse_binding(text: str, num_tracks: int, num_identities: int) -> list[int]:
+    """Identity index per track from "0,1,2" (empty: track i -> identity i)."""
+    text = (text or "").strip()
+    example = ",".join(str(i % num_identities) for i in range(num_tracks))
+    if not text:
+        if num_tracks != num_identities:
+            raise AnyCrowdError(
+                f"There are {num_tracks} box tracks but {num_identities} characters in the reference masks, "
+                f"and no binding: give one box track per character, or a binding with one character index "
+                f"(0..{num_identities - 1}) per track, e.g. '{example}'."
+            )
+        return list(range(num_tracks))
+    try:
+        binding = [int(p) for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
+    except ValueError:
+        raise AnyCrowdError(f"binding {text!r} is not a list of whole numbers: write e.g. '{example}'.") from None
+    if len(binding) != num_tracks:
+        raise AnyCrowdError(
+            f"binding {text!r} has {len(binding)} entries but there are {num_tracks} box tracks: give one "
+            f"character index per track, e.g. '{example}'."
+        )
+    bad = [b for b in binding if not 0 <= b < num_identities]
+    if bad:
+        raise AnyCrowdError(
+            f"binding {text!r} refers to characters {bad}, but the reference has {num_identities} "
+            f"(indices 0..{num_identities - 1}): e.g. '{example}'."
+        )
+    return binding
+
+
+def fit_instances(decoupled: DecoupledInstances, width: int, height: int) -> DecoupledInstances:
+    """The decoupled reference at width x height, resized (center crop) like WanVaceToVideo
+    resizes its reference image; masks by nearest neighbour, boxes recomputed."""
+    if decoupled.size == (height, width):
+        return decoupled
+    images = resize_frames(decoupled.identity_images, width, height)
+    background = resize_frames(decoupled.background[None], width, height)[0]
+    masks = resize_masks(decoupled.masks.float(), width, height, mode="nearest-exact") > 0.5
+    gone = [k for k in range(masks.shape[0]) if not masks[k].any()]
+    if gone:
+        raise AnyCrowdError(
+            f"Character(s) {gone} vanish when the reference is resized to {width}x{height} (their masks "
+            "are too small or outside the centre crop): use a larger width/height or a reference with the same shape."
+        )
+    boxes = boxes_from_masks(masks[:, None])[:, 0]
+    scale = torch.tensor([width / decoupled.size[1], height / decoupled.size[0]])
+    return replace(
+        decoupled, identity_images=images.clamp(0, 1), background=background.clamp(0, 1), masks=masks,
+        boxes=boxes, offsets=decoupled.offsets * scale,
+    )
+
+
+def _check_geometry(width: int, height: int, length: int) -> None:
+    check_frame_size(height, width, what="requested output (width x height)")
+    check_frame_count(length, "requested length")
+
+
+class AnyCrowdIILREncode:
+    DESCRIPTION = (
+        "AnyCrowd's Instance-Isolated Latent Representation for Wan 2.1 VACE: encodes each character and the "
+        "background ALONE with the VAE as reference frames, adds the control (pose) video like WanVaceToVideo, "
+        "and builds the token layout that binds each character to its boxes. Sample with AnyCrowd Sampler, or "
+        "with AnyCrowd TSDA Patch + KSampler + TrimVideoLatent(trim_latent)."
+    )
+    CATEGORY = "AnyCrowd/conditioning"
+    FUNCTION = "encode"
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT", "INT", LAYOUT)
+    RETURN_NAMES = ("positive", "negative", "latent", "trim_latent", "layout")
+    OUTPUT_TOOLTIPS = (
+        "Positive conditioning with the VACE inputs appended (what the native WAN21_Vace model reads).",
+        "Negative conditioning with the same VACE inputs.",
+        "Empty latent including the N+1 reference frames in front.",
+        "Reference latent frames to trim after sampling (N characters + 1 background).",
+        "Token layout for AnyCrowd Sampler / AnyCrowd TSDA Patch (built for this width, height and length).",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "positive": ("CONDITIONING", {"tooltip": "Text conditioning (CLIP Text Encode with the umT5 text encoder)."}),
+                "negative": ("CONDITIONING", {"tooltip": "Negative text conditioning."}),
+                "vae": ("VAE", {"tooltip": "The Wan 2.1 VAE (wan_2.1_vae.safetensors)."}),
+                "instances": (INSTANCES, {"tooltip": "Isolated characters and background from AnyCrowd Instance Decoupler."}),
+                "control_video": ("IMAGE", {"tooltip": "The driving control video (e.g. a rendered pose video) with exactly `length` frames; resized to width x height with a centre crop like WanVaceToVideo."}),
+                "width": ("INT", {"default": 832, "min": 16, "max": MAX_RESOLUTION, "step": 16, "tooltip": "Output width in pixels (a multiple of 16)."}),
+                "height": ("INT", {"default": 480, "min": 16, "max": MAX_RESOLUTION, "step": 16, "tooltip": "Output height in pixels (a multiple of 16)."}),
+                "length": ("INT", {"default": 81, "min": 1, "max": MAX_RESOLUTION, "step": 4, "tooltip": "Number of frames (4n+1: 1, 5, ..., 81). The control video must have exactly this many frames."}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096, "tooltip": "Videos sampled at once."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1000.0, "step": 0.01, "tooltip": "VACE control strength (as in WanVaceToVideo)."}),
+                "boxes": ("STRING", {"multiline": True, "default": EXAMPLE_BOXES, "tooltip": "Per-character boxes over time, in pixels of the control video as connected. One line per character: 'x0,y0,x1,y1' (static) or keyframes '0: x0,y0,x1,y1; 80: x0,y0,x1,y1' (linear in between; 'none' = absent). JSON lists work too. Leave empty when track_masks is connected."}),
+                "binding": ("STRING", {"default": "", "tooltip": "Which reference character each box track animates, e.g. '0,1,2' (one index per track; repeats allowed). Empty: track i -> character i."}),
+            },
+            "optional": {
+                "track_masks": ("MASK", {"tooltip": "Instead of boxes: per-character mask sequences as one MASK batch, all `length` masks of character 0, then character 1, ...; boxes are their tight bounding boxes (empty mask = absent)."}),
+                "control_masks": ("MASK", {"tooltip": "Optional VACE control mask (1 = generate), as in WanVaceToVideo; default all ones."}),
+                "background_reference": ("BOOLEAN", {"default": True, "tooltip": "Add the character-free background as its own reference frame (AnyCrowd default)."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None, length=None, boxes=None, binding=None):
+        # Linked inputs arrive as None here; they are checked again when the node runs.
+        try:
+            if width is not None and height is not None:
+                check_frame_size(int(height), int(width), what="requested output (width x height)")
+            if length is not None:
+                check_frame_count(int(length), "requested length")
+        except AnyCrowdError as exc:
+            return str(exc)
+        if boxes is not None and length is not None:
+            problem = validate_boxes_text(boxes, int(length))
+            if problem:
+                return problem
+        if binding is not None and binding.strip():
+            try:
+                [int(p) for p in binding.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
+            except ValueError:
+                return f"binding {binding!r} is not a list of character indices: write e.g. '0,1,2'."
+        return True
+
+    def encode(
+        self, positive, negative, vae, instances, control_video, width, height, length, batch_size, strength,
+        boxes="", binding="", track_masks=None, control_masks=None, background_reference=True,
+    ):
+        width, height, length = int(width), int(height), int(length)
+        _check_geometry(width, height, length)
+        if not isinstance(instances, DecoupledReference):
+            raise AnyCrowdError("instances must come from AnyCrowd Instance Decoupler.")
+        video = self._control_video(control_video, length)
+        src_size = (int(video.shape[1]), int(video.shape[2]))
+
+        track_boxes = self._track_boxes(boxes, track_masks, length, src_size)
+        track_boxes = resize_boxes(track_boxes, self._box_frame(track_masks, src_size), (height, width))
+        num_ids = instances.num_identities
+        track_binding = parse_binding(binding, int(track_boxes.shape[0]), num_ids)
+
+        decoupled = fit_instances(instances.instances, width, height)
+        video = resize_frames(video, width, height).clamp(0, 1)
+        mask = None
+        if control_masks is not None:
+            cm = control_masks if control_masks.ndim == 3 else control_masks.reshape(-1, *control_masks.shape[-2:])
+            if int(cm.shape[0]) != length:
+                raise AnyCrowdError(
+                    f"control_masks has {int(cm.shape[0])} masks but length is {length}: give one mask per frame."
+                )
+            mask = resize_masks(cm.float().cpu(), width, height)
+
+        layout = build_token_layout(decoupled.masks, track_boxes, track_binding, background=bool(background_reference))
+        cond = encode_iilr(
+            ComfyVAECodec(vae), decoupled, video, mask, background=bool(background_reference), strength=float(strength)
+        )
+        vace = comfy_vace_inputs(cond)
+        values = {"vace_frames": [vace.vace_frames], "vace_mask": [vace.vace_mask], "vace_strength": [vace.vace_strength]}
+        positive = conditioning_set_values(positive, values, append=True)
+        negative = conditioning_set_values(negative, values, append=True)
+        latent = {"samples": empty_latent(int(batch_size), tuple(vace.latent.shape[1:]))}
+        return (positive, negative, latent, vace.trim_latent, layout)
+
+    @staticmethod
+    def _control_video(control_video, length: int) -> Tensor:
+        if not isinstance(control_video, Tensor) or control_video.ndim != 4:
+            shape = tuple(control_video.shape) if isinstance(control_video, Tensor) else type(control_video).__name__
+            raise AnyCrowdError(f"control_video must be an IMAGE batch [frames, H, W, 3]; got {shape}.")
+        frames = int(control_video.shape[0])
+        if frames != length:
+            lo, hi = nearest_valid_frame_counts(frames)
+            fits = f"set length to {frames}" if lo == frames else f"set length to {lo} or {hi} and trim/pad the video"
+            word = "shorter" if frames < length else "longer"
+            raise AnyCrowdError(
+                f"The control video has {frames} frames, {word} than length = {length}: {fits}, or cut the video "
+                f"to {length} frames (e.g. Load Video's frame_load_cap / skip_first_frames)."
+            )
+        return control_video[..., :3].float().cpu()
+
+    @staticmethod
+    def _box_frame(track_masks, video_size: tuple[int, int]) -> tuple[int, int]:
+        """Pixel frame the boxes are expressed in: the masks' own size, else the control video's."""
+        if track_masks is not None:
+            return int(track_masks.shape[-2]), int(track_masks.shape[-1])
+        return video_size
+
+    @staticmethod
+    def _track_boxes(boxes: str, track_masks, length: int, video_size: tuple[int, int]) -> Tensor:
+        has_text = has_boxes(boxes)
+        if track_masks is not None:
+            if has_text:
+                raise AnyCrowdError(
+                    "Both track_masks and boxes are given: use one of them (clear the boxes text, or disconnect track_masks)."
+                )
+            return boxes_from_mask_sequences(track_masks.float().cpu(), length)
+        if not has_text:
+            raise AnyCrowdError(
+                "No per-character boxes: write them in the boxes field (or connect track_masks).\n" + BOXES_SYNTAX
+            )
+        return parse_boxes(boxes, length, video_size)

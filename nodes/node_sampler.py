@@ -1,0 +1,84 @@
+"""AnyCrowd Sampler node ("TSDA-patched Wan sampler"): patch the Wan 2.1 VACE MODEL for one
+layout, sample with ComfyUI's own KSampler machinery and return the latent without the
+reference frames — AnyCrowd TSDA Patch + KSampler + TrimVideoLatent in one node.
+"""
+
+from __future__ import annotations
+
+from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.layout import TokenLayout
+
+from .comfy_patch import check_latent_matches_layout, check_wan_vace, patch_model
+from .comfy_runtime import WAN21_DEFAULT_SHIFT, apply_shift, sample, sampler_names
+from .node_tsda_patch import AGF_CHOICES, ATTENTION_MODES
+from .node_types import GATES, LAYOUT
+
+
+class AnyCrowdSampler:
+    DESCRIPTION = (
+        "TSDA-patched Wan sampler: samples the Wan 2.1 VACE model with AnyCrowd attention for the layout of "
+        "AnyCrowd IILR Encode and returns the video latent with the reference frames removed (ready for VAE "
+        "Decode). Uses ComfyUI's own samplers, previews, progress bar and Cancel. The input MODEL is not changed."
+    )
+    CATEGORY = "AnyCrowd/sampling"
+    FUNCTION = "sample"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The sampled video latent without the reference frames.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        samplers, schedulers = sampler_names()
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "A Wan 2.1 VACE model from Load Diffusion Model (LoRAs and other patches may be applied first)."}),
+                "positive": ("CONDITIONING", {"tooltip": "Positive conditioning from AnyCrowd IILR Encode."}),
+                "negative": ("CONDITIONING", {"tooltip": "Negative conditioning from AnyCrowd IILR Encode."}),
+                "latent": ("LATENT", {"tooltip": "The latent from AnyCrowd IILR Encode (reference frames in front)."}),
+                "layout": (LAYOUT, {"tooltip": "Token layout from the same AnyCrowd IILR Encode node."}),
+                "attention_mode": (ATTENTION_MODES, {"default": "masked", "tooltip": "masked: training-free binding for stock checkpoints (recommended). tsda: the paper's tri-stage attention (needs AnyCrowd-trained weights). global: plain Wan attention, for comparison."}),
+                "agf_mode": (AGF_CHOICES, {"default": "gated", "tooltip": "Fusion of overlapping characters in tsda: gated (trained gates; equals mean without gates), mean or max. Ignored by masked and global."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of the initial noise (same noise as KSampler for the same seed)."}),
+                "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "Sampling steps."}),
+                "cfg": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance scale (Wan examples use about 6)."}),
+                "sampler_name": (samplers, {"default": "uni_pc" if "uni_pc" in samplers else samplers[0], "tooltip": "ComfyUI sampler (as in KSampler)."}),
+                "scheduler": (schedulers, {"default": "simple" if "simple" in schedulers else schedulers[0], "tooltip": "ComfyUI scheduler (as in KSampler); 'simple' is the usual choice for Wan."}),
+                "shift": ("FLOAT", {"default": WAN21_DEFAULT_SHIFT, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip": "Flow-matching sigma shift, set like the ModelSamplingSD3 node. 8.0 is what ComfyUI's Wan 2.1 model config uses by default; 0 keeps the model's own setting (e.g. from a ModelSamplingSD3 node before this one)."}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Fraction of the schedule to run (1.0 for generation from noise)."}),
+            },
+            "optional": {
+                "gates": (GATES, {"tooltip": "AGF gates trained with AnyCrowd, used by tsda with agf_mode gated. Leave unconnected on stock checkpoints."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, attention_mode=None, agf_mode=None, steps=None):
+        for name, value, choices in (("attention_mode", attention_mode, ATTENTION_MODES), ("agf_mode", agf_mode, AGF_CHOICES)):
+            if value is not None and value not in choices:
+                return f"{name} {value!r} is not available: choose one of {', '.join(choices)}."
+        if steps is not None and int(steps) < 1:
+            return f"steps must be at least 1 (got {steps})."
+        return True
+
+    def sample(
+        self, model, positive, negative, latent, layout, attention_mode, agf_mode, seed, steps, cfg,
+        sampler_name, scheduler, shift, denoise, gates=None,
+    ):
+        # Every check that can fail runs before sampling starts (a wrong input should not
+        # cost a sampling run).
+        check_wan_vace(model)
+        if not isinstance(layout, TokenLayout):
+            raise AnyCrowdError("layout must come from AnyCrowd IILR Encode (an ANYCROWD_LAYOUT).")
+        if not isinstance(latent, dict) or "samples" not in latent:
+            raise AnyCrowdError("latent must be a LATENT (connect the latent output of AnyCrowd IILR Encode).")
+        check_latent_matches_layout(latent["samples"], layout)
+        patched = patch_model(model, layout, mode=attention_mode, agf=agf_mode, gates=gates)
+        if shift > 0:
+            patched = apply_shift(patched, float(shift))
+        samples = sample(
+            patched, latent, seed=int(seed), steps=int(steps), cfg=float(cfg), sampler_name=sampler_name,
+            scheduler=scheduler, positive=positive, negative=negative, denoise=float(denoise),
+        )
+        out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}
+        out["samples"] = samples[:, :, layout.num_ref_frames :]
+        return (out,)

@@ -1,0 +1,341 @@
+"""AnyCrowd nodes inside a real ComfyUI (skipped unless COMFYUI_PATH is set): loading through
+ComfyUI's custom-node loader, the IILR conditioning on the native WAN21_Vace model with the
+native KSampler, AnyCrowd Sampler progress/cancel, and the API prompt through ComfyUI's executor.
+
+Tiny random models stand in for the real files; what the executor test substitutes and why is
+listed in test_api_prompt_executes_through_comfyuis_executor (and docs/comfyui_nodes.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import numpy as np
+import pytest
+import torch
+
+from anycrowd_core.codec import TestCodec
+from anycrowd_core.scenes import make_scene
+from anycrowd_core.video_io import write_mp4, write_png
+from comfy_host import import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_patcher, tiny_vace_state_dict_file
+from pack import REPO
+
+pytestmark = requires_comfyui
+
+KEYS = ("AnyCrowdInstanceDecoupler", "AnyCrowdIILREncode", "AnyCrowdTSDAPatch", "AnyCrowdSampler")
+TEXT_DIM = 4096  # umT5-XXL width: ComfyUI's Wan detection fixes text_dim 4096
+H, W, T = 64, 96, 9
+
+
+class TestVAE:
+    """ComfyUI's VAE API around TestCodec (a real Wan VAE is 127M parameters: too slow here)."""
+
+    __test__ = False
+
+    def __init__(self, seed: int = 0):
+        self.codec = TestCodec(seed)
+
+    def encode(self, pixels):
+        return self.codec.encode(pixels[..., :3].float())[None]
+
+    def decode(self, latent):
+        return torch.stack([self.codec.decode(z.float()) for z in latent])
+
+
+def text_cond(seed: int, length: int = 6):
+    gen = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, length, TEXT_DIM, generator=gen) * 0.1, {}]]
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return load_pack_with_comfy()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_vace_patcher(seed=0)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene(num_characters=2, num_frames=T, height=H, width=W, seed=0, scenario="crossing")
+
+
+@pytest.fixture(scope="module")
+def encoded(pack, scene):
+    instances = pack.nodes.node_decoupler.AnyCrowdInstanceDecoupler().decouple(
+        scene.reference_image[None], scene.reference_masks.float()
+    )[0]
+    # one static box per character: the union of its track boxes over the clip
+    b = scene.track_boxes.numpy()
+    union = np.concatenate([np.nanmin(b[..., :2], 1), np.nanmax(b[..., 2:], 1)], -1)
+    boxes = "\n".join(",".join(f"{v:g}" for v in row) for row in union)
+    return pack.nodes.node_iilr_encode.AnyCrowdIILREncode().encode(
+        text_cond(1), text_cond(2), TestVAE(), instances, scene.pose_video, W, H, T, 1, 1.0, boxes=boxes
+    )
+
+
+def get_comfy_nodes():
+    import_comfy()
+    import utils.install_util  # noqa: F401  (ComfyUI's server imports it before the extras)
+    import nodes as comfy_nodes  # ComfyUI's top-level module (ours is comfyui_anycrowd.nodes)
+
+    if "GetVideoComponents" not in comfy_nodes.NODE_CLASS_MAPPINGS:
+        asyncio.run(comfy_nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    return comfy_nodes
+
+
+# --- loading ----------------------------------------------------------------------------
+
+def test_package_loads_through_comfyuis_custom_node_loader_under_a_hyphenated_name(tmp_path):
+    comfy_nodes = get_comfy_nodes()
+    link = tmp_path / "ComfyUI-AnyCrowd"
+    link.symlink_to(REPO, target_is_directory=True)
+    assert asyncio.run(comfy_nodes.load_custom_node(str(link), module_parent="custom_nodes")) is True
+    for key in KEYS:
+        cls = comfy_nodes.NODE_CLASS_MAPPINGS[key]
+        assert not hasattr(cls, "MISSING_DEPENDENCY"), key
+        assert "ComfyUI-AnyCrowd.nodes." in cls.__module__  # ComfyUI names the module by its path
+        assert comfy_nodes.NODE_DISPLAY_NAME_MAPPINGS[key].startswith("AnyCrowd")
+
+
+def test_own_conditioning_set_values_equals_comfyuis(pack):
+    import node_helpers
+
+    cond = [[torch.zeros(1), {"vace_frames": [1]}], [torch.ones(1), {}]]
+    for append in (False, True):
+        ours = pack.nodes.comfy_runtime.conditioning_set_values(cond, {"vace_frames": [2], "x": 3}, append=append)
+        theirs = node_helpers.conditioning_set_values(cond, {"vace_frames": [2], "x": 3}, append=append)
+        assert ours == theirs
+
+
+def test_resize_fallback_equals_comfyuis_common_upscale(pack, monkeypatch):
+    import comfy.utils
+
+    frames = torch.rand(3, 50, 90, 3)
+    native = pack.nodes.comfy_runtime.resize_frames(frames, 48, 32)
+    monkeypatch.setattr(pack.nodes.comfy_runtime, "_loaded", lambda name: None)
+    fallback = pack.nodes.comfy_runtime.resize_frames(frames, 48, 32)
+    assert torch.equal(native, fallback)
+    assert torch.equal(native, comfy.utils.common_upscale(frames.movedim(-1, 1), 48, 32, "bilinear", "center").movedim(1, -1))
+
+
+def test_vae_adapter_with_comfyuis_real_wan21_vae_class(pack):
+    """Shapes and ranges through comfy.sd.VAE with the real Wan 2.1 VAE architecture (random weights)."""
+    import comfy.ldm.wan.vae
+    import comfy.sd
+
+    net = comfy.ldm.wan.vae.WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                                   temperal_downsample=[False, True, True], dropout=0.0)
+    gen = torch.Generator().manual_seed(0)
+    # ComfyUI's layers skip weight init (uninitialised memory): fill the weights ourselves
+    sd = {k: torch.ones_like(v) if "gamma" in k else torch.randn(v.shape, generator=gen) * 0.02 if v.ndim > 1
+          else torch.zeros_like(v) for k, v in net.state_dict().items()}
+    vae = comfy.sd.VAE(sd=sd)
+    codec = pack.nodes.comfy_runtime.ComfyVAECodec(vae)
+    with torch.no_grad():
+        z = codec.encode(torch.rand(5, 16, 16, 3))
+        frames = codec.decode(z)
+    assert z.shape == (16, 2, 2, 2) and z.dtype == torch.float32 and z.device.type == "cpu"
+    assert frames.shape == (5, 16, 16, 3) and torch.isfinite(frames).all()
+    assert 0 <= float(frames.min()) and float(frames.max()) <= 1
+
+
+# --- native model and samplers ------------------------------------------------------------
+
+def test_iilr_conditioning_runs_on_the_native_model_with_the_native_ksampler(encoded, model):
+    comfy_nodes = get_comfy_nodes()
+    positive, negative, latent, trim, layout = encoded
+    out = comfy_nodes.KSampler().sample(model, 0, 2, 3.0, "euler", "simple", positive, negative, latent)[0]
+    assert out["samples"].shape == latent["samples"].shape == (1, 16, trim + 3, H // 8, W // 8)
+    assert torch.isfinite(out["samples"]).all()
+    # the VACE context reaches the model: without it the result differs
+    plain = comfy_nodes.KSampler().sample(model, 0, 2, 3.0, "euler", "simple", text_cond(1), text_cond(2), latent)[0]
+    assert not torch.allclose(plain["samples"], out["samples"])
+
+
+def sampler_kwargs(encoded, **overrides):
+    positive, negative, latent, _trim, layout = encoded
+    args = dict(positive=positive, negative=negative, latent=latent, layout=layout, attention_mode="masked",
+                agf_mode="gated", seed=3, steps=3, cfg=3.0, sampler_name="euler", scheduler="simple", shift=8.0, denoise=1.0)
+    args.update(overrides)
+    return args
+
+
+def test_sampler_global_mode_equals_native_ksampler_then_trim(pack, encoded, model):
+    comfy_nodes = get_comfy_nodes()
+    kw = sampler_kwargs(encoded, attention_mode="global")
+    ours = pack.nodes.node_sampler.AnyCrowdSampler().sample(model, **kw)[0]["samples"]
+    native = comfy_nodes.KSampler().sample(model, 3, 3, 3.0, "euler", "simple", kw["positive"], kw["negative"], kw["latent"])[0]
+    trim = encoded[3]
+    assert ours.shape == (1, 16, 3, H // 8, W // 8)
+    torch.testing.assert_close(ours, native["samples"][:, :, trim:], rtol=1e-5, atol=1e-5)
+
+
+def test_sampler_shift_8_is_the_wan_default_and_other_shifts_change_the_schedule(pack, encoded, model):
+    sampler = pack.nodes.node_sampler.AnyCrowdSampler()
+    default = sampler.sample(model, **sampler_kwargs(encoded, shift=8.0))[0]["samples"]
+    keep = sampler.sample(model, **sampler_kwargs(encoded, shift=0.0))[0]["samples"]
+    other = sampler.sample(model, **sampler_kwargs(encoded, shift=3.0))[0]["samples"]
+    assert torch.equal(default, keep) and not torch.allclose(default, other)
+
+
+def test_sampler_reports_progress_and_honours_cancel_between_steps(pack, encoded, model):
+    import comfy.model_management as mm
+    import comfy.utils
+
+    calls = []
+    sampler = pack.nodes.node_sampler.AnyCrowdSampler()
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
+    try:
+        for mode in ("masked", "tsda"):
+            calls.clear()
+            out = sampler.sample(model, **sampler_kwargs(encoded, attention_mode=mode))[0]["samples"]
+            assert torch.isfinite(out).all()
+            assert [c for c in calls if c[1] == 3] == [(1, 3), (2, 3), (3, 3)]
+
+        def cancel_after_first(value, total, preview, node_id=None):
+            calls.append((value, total))
+            mm.interrupt_current_processing(True)  # what the Cancel button does
+
+        calls.clear()
+        comfy.utils.set_progress_bar_global_hook(cancel_after_first)
+        with pytest.raises(mm.InterruptProcessingException):
+            sampler.sample(model, **sampler_kwargs(encoded, steps=5))
+        assert [c for c in calls if c[1] == 5] == [(1, 5)]
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+        mm.interrupt_current_processing(False)
+
+
+def test_sampler_leaves_the_input_model_unpatched(pack, encoded, model):
+    before = dict(model.object_patches)
+    pack.nodes.node_sampler.AnyCrowdSampler().sample(model, **sampler_kwargs(encoded, steps=1))
+    assert dict(model.object_patches) == before
+    assert "anycrowd" not in model.model_options.get("transformer_options", {})
+
+
+# --- the API prompt through ComfyUI's executor ----------------------------------------------
+
+class TestTextEncode:
+    """Test-only stand-in for Load CLIP + CLIP Text Encode: umT5-XXL (5.7B parameters, fixed
+    config in ComfyUI) cannot be randomised here; gives a seeded [1, 6, 4096] CONDITIONING."""
+
+    __test__ = False
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"text": ("STRING", {"multiline": True})}}
+
+    def encode(self, text):
+        return (text_cond(sum(text.encode()) % 1000),)
+
+
+class TestVAELoader:
+    """Test-only stand-in for Load VAE: returns TestVAE (ComfyUI's VAE API around TestCodec)."""
+
+    __test__ = False
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae_name": ("STRING", {})}}
+
+    def load(self, vae_name):
+        return (TestVAE(),)
+
+
+class FakeServer:
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+
+    def __init__(self):
+        self.messages = []
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+    def queue_updated(self):
+        pass
+
+
+def make_test_variant(prompt: dict, tiny_model_name: str) -> dict:
+    """The shipped API prompt with the substitutions that make it run on CPU in seconds:
+    - UNETLoader loads a tiny random Wan 2.1 VACE checkpoint (same keys, dim 256) from a temp
+      diffusion_models folder registered with folder_paths;
+    - CLIPLoader is dropped and both CLIPTextEncode nodes become TestTextEncode (umT5-XXL);
+    - VAELoader becomes TestVAELoader (real Wan VAE: 127M parameters, ~10 s per tiny encode);
+    - length 9 at 96x64 instead of 81 at 832x480, keyframes at frame 8 instead of 80, 2 steps.
+    Every AnyCrowd node, LoadImage, LoadImageMask, the mask batching, LoadVideo,
+    GetVideoComponents, ImageFromBatch, VAEDecode, CreateVideo and SaveVideo run unchanged."""
+    p = json.loads(json.dumps(prompt))
+    by_type = {v["class_type"]: k for k, v in p.items()}
+    p[by_type["UNETLoader"]]["inputs"]["unet_name"] = tiny_model_name
+    del p[by_type["CLIPLoader"]]
+    for nid, node in p.items():
+        if node["class_type"] == "CLIPTextEncode":
+            p[nid] = {"class_type": "AnyCrowdTestTextEncode", "inputs": {"text": node["inputs"]["text"]}}
+    p[by_type["VAELoader"]]["class_type"] = "AnyCrowdTestVAELoader"
+    enc = p[by_type["AnyCrowdIILREncode"]]["inputs"]
+    enc.update(width=W, height=H, length=T, boxes=enc["boxes"].replace("80:", f"{T - 1}:"))
+    p[by_type["ImageFromBatch"]]["inputs"]["length"] = T
+    p[by_type["AnyCrowdSampler"]]["inputs"].update(steps=2)
+    return p
+
+
+def test_api_prompt_executes_through_comfyuis_executor(tmp_path, scene, pack):
+    comfy_nodes = get_comfy_nodes()
+    import execution
+    import folder_paths
+
+    models = tmp_path / "diffusion_models"
+    models.mkdir()
+    tiny = tiny_vace_state_dict_file(models, seed=0, name="anycrowd_tiny_wan_vace.safetensors")
+    inputs, outputs = tmp_path / "input", tmp_path / "output"
+    inputs.mkdir(), outputs.mkdir()
+    write_png(scene.reference_image, inputs / "anycrowd_reference.png")
+    for k in range(2):
+        write_png(scene.reference_masks[k].float()[..., None].expand(H, W, 3), inputs / f"anycrowd_mask_{k}.png")
+    write_mp4(scene.pose_video, inputs / "anycrowd_pose.mp4", fps=16)
+
+    old_in, old_out = folder_paths.get_input_directory(), folder_paths.get_output_directory()
+    folder_paths.add_model_folder_path("diffusion_models", str(models))
+    folder_paths.set_input_directory(str(inputs))
+    folder_paths.set_output_directory(str(outputs))
+    added = {"AnyCrowdTestTextEncode": TestTextEncode, "AnyCrowdTestVAELoader": TestVAELoader}
+    registered = {k: v for k, v in pack.NODE_CLASS_MAPPINGS.items() if k not in comfy_nodes.NODE_CLASS_MAPPINGS}
+    comfy_nodes.NODE_CLASS_MAPPINGS.update({**added, **registered})
+    try:
+        shipped = json.loads((REPO / "workflows" / "anycrowd_wan21_vace_1.3B_api.json").read_text())
+        prompt = make_test_variant(shipped, tiny.name)
+        prompt_id = str(uuid.uuid4())
+        valid, error, good_outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+        assert valid, (error, node_errors)
+        server = FakeServer()
+        executor = execution.PromptExecutor(server)
+        executor.execute(prompt, prompt_id, {}, good_outputs)
+        failures = [d for e, d in executor.status_messages if e == "execution_error"]
+        assert executor.success and not failures, failures
+        videos = list(outputs.rglob("AnyCrowd*.mp4"))
+        assert len(videos) == 1 and videos[0].stat().st_size > 0
+        from anycrowd_core.video_io import read_video
+
+        frames = read_video(videos[0])
+        assert tuple(frames.shape[:3]) == (T, H, W)
+    finally:
+        for key in list(added) + list(registered):
+            comfy_nodes.NODE_CLASS_MAPPINGS.pop(key, None)
+        folder_paths.set_input_directory(old_in)
+        folder_paths.set_output_directory(old_out)
+        paths = folder_paths.folder_names_and_paths["diffusion_models"][0]
+        if str(models) in paths:
+            paths.remove(str(models))

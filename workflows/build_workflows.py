@@ -1,0 +1,154 @@
+"""Writes the example workflows of this folder from one graph description, so the UI
+workflow (drag-and-drop, ComfyUI front-end format 0.4) and the API prompt stay the same graph.
+
+Run from the repository root: `python workflows/build_workflows.py`. tests/test_workflows.py
+checks the written files against ComfyUI's node definitions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+UI_FILE = HERE / "anycrowd_wan21_vace_1.3B.json"
+API_FILE = HERE / "anycrowd_wan21_vace_1.3B_api.json"
+
+CONTROL = "__control_after_generate__"  # UI-only widget value after a seed widget
+UPLOAD = "__upload__"  # UI-only value of the upload button of Load Image / Load Video
+
+# Socket (non-widget) inputs and outputs (name, type) of each node type used, in order.
+SOCKETS = {
+    "UNETLoader": ([], [("MODEL", "MODEL")]),
+    "CLIPLoader": ([], [("CLIP", "CLIP")]),
+    "VAELoader": ([], [("VAE", "VAE")]),
+    "CLIPTextEncode": ([("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")]),
+    "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "LoadImageMask": ([], [("MASK", "MASK")]),
+    "MaskToImage": ([("mask", "MASK")], [("IMAGE", "IMAGE")]),
+    "ImageBatch": ([("image1", "IMAGE"), ("image2", "IMAGE")], [("IMAGE", "IMAGE")]),
+    "ImageToMask": ([("image", "IMAGE")], [("MASK", "MASK")]),
+    "LoadVideo": ([], [("VIDEO", "VIDEO")]),
+    "GetVideoComponents": ([("video", "VIDEO")], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
+    "ImageFromBatch": ([("image", "IMAGE")], [("IMAGE", "IMAGE")]),
+    "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
+    "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO")], [("VIDEO", "VIDEO")]),
+    "SaveVideo": ([("video", "VIDEO")], []),
+    "PreviewImage": ([("images", "IMAGE")], []),
+    "AnyCrowdInstanceDecoupler": (
+        [("image", "IMAGE"), ("masks", "MASK")],
+        [("instances", "ANYCROWD_INSTANCES"), ("preview", "IMAGE")],
+    ),
+    "AnyCrowdIILREncode": (
+        [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("vae", "VAE"),
+         ("instances", "ANYCROWD_INSTANCES"), ("control_video", "IMAGE"), ("track_masks", "MASK"),
+         ("control_masks", "MASK")],
+        [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT"),
+         ("trim_latent", "INT"), ("layout", "ANYCROWD_LAYOUT")],
+    ),
+    "AnyCrowdSampler": (
+        [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT"),
+         ("layout", "ANYCROWD_LAYOUT"), ("gates", "ANYCROWD_GATES")],
+        [("latent", "LATENT")],
+    ),
+}
+
+POSITIVE = "two people dancing side by side in a bright studio, full body, smooth natural motion"
+NEGATIVE = "blurry, low quality, distorted bodies, extra limbs, flickering, static frame, watermark, text"
+# Two characters crossing over 81 frames; fractions of the control video's width/height.
+BOXES = (
+    "# character 0 walks left -> right, character 1 right -> left (fractions of the frame)\n"
+    "0: 0.08,0.10,0.40,0.98; 80: 0.58,0.10,0.90,0.98\n"
+    "0: 0.60,0.10,0.92,0.98; 80: 0.10,0.10,0.42,0.98"
+)
+
+# id: (type, pos, size, {input: (source id, output slot)}, [(widget, value), ...], title)
+GRAPH = {
+    1: ("UNETLoader", (40, 60), (330, 82), {}, [("unet_name", "wan2.1_vace_1.3B_fp16.safetensors"), ("weight_dtype", "default")], "Load Diffusion Model (Wan 2.1 VACE 1.3B)"),
+    2: ("CLIPLoader", (40, 190), (330, 106), {}, [("clip_name", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"), ("type", "wan"), ("device", "default")], None),
+    3: ("VAELoader", (40, 340), (330, 58), {}, [("vae_name", "wan_2.1_vae.safetensors")], None),
+    4: ("CLIPTextEncode", (420, 60), (400, 140), {"clip": (2, 0)}, [("text", POSITIVE)], "Positive prompt"),
+    5: ("CLIPTextEncode", (420, 240), (400, 140), {"clip": (2, 0)}, [("text", NEGATIVE)], "Negative prompt"),
+    6: ("LoadImage", (40, 460), (320, 330), {}, [("image", "anycrowd_reference.png"), (UPLOAD, "image")], "Reference image (all characters)"),
+    7: ("LoadImageMask", (40, 840), (320, 330), {}, [("image", "anycrowd_mask_0.png"), ("channel", "red"), (UPLOAD, "image")], "Mask of character 0"),
+    8: ("LoadImageMask", (40, 1220), (320, 330), {}, [("image", "anycrowd_mask_1.png"), ("channel", "red"), (UPLOAD, "image")], "Mask of character 1"),
+    9: ("MaskToImage", (400, 860), (200, 26), {"mask": (7, 0)}, [], None),
+    10: ("MaskToImage", (400, 1240), (200, 26), {"mask": (8, 0)}, [], None),
+    11: ("ImageBatch", (640, 1000), (210, 46), {"image1": (9, 0), "image2": (10, 0)}, [], "Batch the masks (add one per extra character)"),
+    12: ("ImageToMask", (880, 1000), (210, 58), {"image": (11, 0)}, [("channel", "red")], None),
+    13: ("AnyCrowdInstanceDecoupler", (880, 460), (320, 150), {"image": (6, 0), "masks": (12, 0)}, [("reassign", False), ("seed", 0), ("background_fill", "gray")], None),
+    14: ("PreviewImage", (1240, 700), (420, 260), {"images": (13, 1)}, [], "Isolated characters + background"),
+    15: ("LoadVideo", (420, 1600), (320, 330), {}, [("file", "anycrowd_pose.mp4"), (UPLOAD, "image")], "Driving pose video"),
+    16: ("GetVideoComponents", (780, 1600), (230, 70), {"video": (15, 0)}, [], None),
+    17: ("ImageFromBatch", (1040, 1600), (240, 82), {"image": (16, 0)}, [("batch_index", 0), ("length", 81)], "First 81 frames"),
+    18: ("AnyCrowdIILREncode", (1240, 60), (420, 560),
+         {"positive": (4, 0), "negative": (5, 0), "vae": (3, 0), "instances": (13, 0), "control_video": (17, 0)},
+         [("width", 832), ("height", 480), ("length", 81), ("batch_size", 1), ("strength", 1.0), ("boxes", BOXES),
+          ("binding", ""), ("background_reference", True)], None),
+    19: ("AnyCrowdSampler", (1700, 60), (340, 420),
+         {"model": (1, 0), "positive": (18, 0), "negative": (18, 1), "latent": (18, 2), "layout": (18, 4)},
+         [("attention_mode", "masked"), ("agf_mode", "gated"), ("seed", 42), (CONTROL, "fixed"), ("steps", 20),
+          ("cfg", 6.0), ("sampler_name", "uni_pc"), ("scheduler", "simple"), ("shift", 8.0), ("denoise", 1.0)], None),
+    20: ("VAEDecode", (2080, 60), (210, 46), {"samples": (19, 0), "vae": (3, 0)}, [], None),
+    21: ("CreateVideo", (2080, 160), (270, 78), {"images": (20, 0)}, [("fps", 16.0)], "Create Video (Wan: 16 fps)"),
+    22: ("SaveVideo", (2080, 290), (420, 420), {"video": (21, 0)}, [("filename_prefix", "video/AnyCrowd"), ("format", "auto"), ("codec", "auto")], None),
+}
+
+
+def api_prompt() -> dict:
+    prompt = {}
+    for nid, (ntype, _pos, _size, links, widgets, title) in GRAPH.items():
+        inputs = {name: value for name, value in widgets if name not in (CONTROL, UPLOAD)}
+        inputs.update({name: [str(src), slot] for name, (src, slot) in links.items()})
+        prompt[str(nid)] = {"class_type": ntype, "inputs": inputs, "_meta": {"title": title or ntype}}
+    return prompt
+
+
+def ui_workflow() -> dict:
+    links, incoming, outgoing = [], {}, {}
+    for nid, (_t, _p, _s, node_links, _w, _title) in GRAPH.items():
+        for name, (src, slot) in node_links.items():
+            ltype = SOCKETS[GRAPH[src][0]][1][slot][1]
+            to_slot = [n for n, _ in SOCKETS[GRAPH[nid][0]][0]].index(name)
+            link_id = len(links) + 1
+            links.append([link_id, src, slot, nid, to_slot, ltype])
+            incoming[(nid, name)] = link_id
+            outgoing.setdefault((src, slot), []).append(link_id)
+    nodes = []
+    for order, (nid, (ntype, pos, size, _links, widgets, title)) in enumerate(GRAPH.items()):
+        ins, outs = SOCKETS[ntype]
+        node = {
+            "id": nid, "type": ntype, "pos": list(pos), "size": list(size), "flags": {}, "order": order, "mode": 0,
+            "inputs": [{"name": n, "type": t, "link": incoming.get((nid, n))} for n, t in ins],
+            "outputs": [
+                {"name": n, "type": t, "links": outgoing.get((nid, i), []), **({"slot_index": i} if (nid, i) in outgoing else {})}
+                for i, (n, t) in enumerate(outs)
+            ],
+            "properties": {"Node name for S&R": ntype},
+            "widgets_values": [value for _name, value in widgets],
+        }
+        if title:
+            node["title"] = title
+        nodes.append(node)
+    return {
+        "id": "5f1c2a7e-4b7d-4f3e-9a51-0a9c0d0e0001",
+        "revision": 0,
+        "last_node_id": max(GRAPH),
+        "last_link_id": len(links),
+        "nodes": nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 0.6, "offset": [0, 0]}, "anycrowd": "generated by workflows/build_workflows.py"},
+        "version": 0.4,
+    }
+
+
+def main() -> None:
+    UI_FILE.write_text(json.dumps(ui_workflow(), indent=1) + "\n")
+    API_FILE.write_text(json.dumps(api_prompt(), indent=1) + "\n")
+    print(f"wrote {UI_FILE.name} and {API_FILE.name}")
+
+
+if __name__ == "__main__":
+    main()
