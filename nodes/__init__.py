@@ -12,7 +12,7 @@ import logging
 
 from anycrowd_core.errors import AnyCrowdError
 
-from .node_types import INSTANCES, LAYOUT
+from .node_types import GATES, INSTANCES, LAYOUT, TRACKS  # noqa: F401  (used by NODE_SPECS entries)
 
 # pip package for the import names our modules need (the import name is not always the pip name)
 PIP_NAMES = {
@@ -46,6 +46,9 @@ NODE_SPECS = (
              ("MODEL",), ("model",)),
     NodeSpec("AnyCrowdSampler", ".node_sampler", "AnyCrowd Sampler (TSDA-patched Wan)", "AnyCrowd/sampling",
              ("LATENT",), ("latent",)),
+    # pose nodes
+    # long-video and face-control nodes
+    # adapter (trained LoRA + gates) nodes
 )
 
 

@@ -19,3 +19,8 @@ one width x height x length and one character count."""
 GATES = "ANYCROWD_GATES"
 """`anycrowd_core.attention.agf.GateBank`: the AGF Gating Blocks of every patched
 self-attention layer (DiT and VACE branches), used by attention mode `tsda` with agf `gated`."""
+
+TRACKS = "ANYCROWD_TRACKS"
+"""`anycrowd_core.pose.types.PoseTracks`: people followed through the driving video with
+stable ids (keypoints `[M,T,128,3]` px, padded boxes `[M,T,4]` px with NaN where absent,
+presence `[M,T]`), in pixels of the video they were extracted from."""
