@@ -200,6 +200,29 @@ def parse_boxes(text: str, num_frames: int, frame_size: tuple[int, int]) -> Tens
     return boxes
 
 
+def format_boxes(boxes: Tensor, every: int = 4) -> str:
+    """`[M, T, 4]` pixel boxes (NaN = absent) -> the keyframe syntax `parse_boxes` reads:
+    one line per character, a keyframe every `every` frames, at the last frame and wherever
+    the character appears or leaves ('none'). Coordinates rounded to whole pixels, so with
+    every=1 integer boxes round-trip exactly."""
+    if boxes.dim() != 3 or boxes.shape[-1] != 4:
+        raise AnyCrowdError(f"format_boxes expects [characters, frames, 4] boxes, got {tuple(boxes.shape)}.")
+    lines = []
+    for track in boxes:
+        absent = torch.isnan(track).any(dim=1)
+        parts, previous = [], None
+        for t in range(track.shape[0]):
+            state = bool(absent[t])
+            edge = state != previous
+            if state and edge:
+                parts.append(f"{t}: none")
+            elif not state and (edge or t % every == 0 or t == track.shape[0] - 1):
+                parts.append(f"{t}: " + ",".join(str(int(round(float(v)))) for v in track[t]))
+            previous = state
+        lines.append("; ".join(parts))
+    return "\n".join(lines)
+
+
 def has_boxes(text: str | None) -> bool:
     """True if the boxes text has a line that is not blank or a comment."""
     return any(ln.strip() and not ln.strip().startswith("#") for ln in (text or "").splitlines())

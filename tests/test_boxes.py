@@ -129,3 +129,17 @@ def test_resize_boxes_scales_and_crops_like_the_frames():
     assert torch.isnan(out[0, 1]).all()  # entirely in the cropped-away border
     assert same(out[0, 2], [5, 5, 10, 10])
     assert math.isnan(resize_boxes(torch.full((1, 1, 4), NAN), (10, 10), (20, 20))[0, 0, 0])
+
+
+def test_format_boxes_round_trips_integer_boxes_with_absences():
+    from anycrowd_core.boxes import format_boxes
+
+    boxes = torch.tensor([
+        [[10, 20, 50, 90], [12, 20, 52, 90], [float("nan")] * 4, [14, 22, 54, 92]],
+        [[60, 10, 90, 80]] * 4,
+    ], dtype=torch.float32)
+    text = format_boxes(boxes, every=1)
+    assert text.splitlines()[0] == "0: 10,20,50,90; 1: 12,20,52,90; 2: none; 3: 14,22,54,92"
+    back = parse_boxes(text, 4, (100, 100))
+    assert torch.equal(torch.isnan(back), torch.isnan(boxes))
+    assert torch.equal(back.nan_to_num(-1), boxes.nan_to_num(-1))
