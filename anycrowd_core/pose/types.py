@@ -56,7 +56,8 @@ class PoseTracks:
     """People followed through a video with stable identities (tracker output).
 
     keypoints: float `[M, T, 128, 3]` px; confidence 0 where the track is absent.
-    boxes:     float `[M, T, 4]` xyxy px padded person boxes; NaN rows where absent.
+    boxes:     float `[M, T, 4]` xyxy px person boxes as detected (interpolated over bridged
+               gaps); NaN rows where absent. `track_boxes.padded_track_boxes` pads them.
     present:   bool `[M, T]` whether the track was observed (or bridged) in the frame.
     track_ids: stable ids, one per track, in the tracks' order (left to right where all are
                first visible).
