@@ -14,6 +14,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from ..errors import AnyCrowdError
+from .tracking import box_iou
 from .types import PoseTracks
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -429,18 +430,6 @@ def auto_binding(
     return _make_binding(tracks, [k for _, k in pairs], [t for t, _ in pairs], np.zeros((len(pairs), 2)), n)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU `[A, B]` of xyxy boxes `[A, 4]` and `[B, 4]`; 0 where a box is NaN or empty."""
-    a = np.asarray(a, dtype=np.float64)[:, None]
-    b = np.asarray(b, dtype=np.float64)[None]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area = lambda x: np.clip(x[..., 2] - x[..., 0], 0, None) * np.clip(x[..., 3] - x[..., 1], 0, None)  # noqa: E731
-    union = area(a) + area(b) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-    return np.nan_to_num(iou, nan=0.0)
 
 
 def resolve_binding(

@@ -123,7 +123,7 @@ def _to_xyxy(s: np.ndarray) -> np.ndarray:
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU `[A, B]` of xyxy boxes `[A, 4]` and `[B, 4]` (0 for empty boxes)."""
+    """IoU `[A, B]` of xyxy boxes `[A, 4]` and `[B, 4]`; 0 for empty boxes and NaN rows."""
     x0 = np.maximum(a[:, None, 0], b[None, :, 0])
     y0 = np.maximum(a[:, None, 1], b[None, :, 1])
     x1 = np.minimum(a[:, None, 2], b[None, :, 2])
@@ -132,7 +132,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    with np.errstate(invalid="ignore"):
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return np.nan_to_num(iou, nan=0.0)
 
 
 def keypoint_distance(pred: np.ndarray, pred_valid: np.ndarray, det: np.ndarray, det_valid: np.ndarray,
