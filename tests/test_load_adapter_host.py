@@ -1,0 +1,245 @@
+"""AnyCrowd Load Adapter inside a real ComfyUI (skipped unless COMFYUI_PATH is set): files
+written by training.export for the tiny VACE model that ComfyUI's loader detects; the LoRA
+patches the MODEL exactly like the native LoraLoaderModelOnly; the gates come back equal and
+change the tsda/gated output of AnyCrowd TSDA Patch and AnyCrowd Sampler; other sizes refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from anycrowd_core.attention import GateBank
+from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.wan import WanVaceModel
+from comfy_host import COMFYUI_PATH, import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_config, tiny_vace_patcher
+from pack import REPO
+from test_comfy_patch_host import Inputs, apply_model, make_layout
+from test_lora_export import random_lora
+from training.config import LORA_TARGETS
+from training.export import save_gates, save_lora
+
+pytestmark = requires_comfyui
+EXTRA = {"step": "50", "attention": "tsda", "agf": "gated"}
+
+
+@pytest.fixture(scope="module")
+def comfy():
+    return import_comfy()
+
+
+@pytest.fixture(scope="module")
+def pack(comfy):
+    return load_pack_with_comfy()
+
+
+@pytest.fixture(scope="module")
+def node_mods(pack):
+    return {name: importlib.import_module(f"{pack.__name__}.nodes.{name}")
+            for name in ("node_load_adapter", "node_tsda_patch", "node_sampler", "comfy_patch")}
+
+
+@pytest.fixture(scope="module")
+def native_nodes(comfy):
+    import nodes as comfy_nodes  # ComfyUI's own top-level module (ours is only ever loaded as pack.nodes)
+
+    assert os.path.dirname(os.path.abspath(comfy_nodes.__file__)) == os.path.abspath(COMFYUI_PATH)
+    return comfy_nodes
+
+
+@pytest.fixture(scope="module")
+def base(comfy):
+    return tiny_vace_patcher(seed=0)
+
+
+@pytest.fixture(scope="module")
+def layout():
+    return make_layout()
+
+
+def adapter_weights(cfg, seed=0):
+    with torch.device("meta"):
+        shapes = WanVaceModel(cfg)  # names and shapes only
+    return random_lora(shapes, cfg, rank=4, alpha=2.0, seed=seed)
+
+
+def trained_gates(cfg, seed=0):
+    torch.manual_seed(seed)
+    gates = GateBank(cfg.dim, cfg.num_layers, cfg.vace_layers, hidden=16)
+    for p in gates.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    return gates
+
+
+@pytest.fixture
+def folders(comfy, tmp_path, monkeypatch):
+    """models/loras and models/anycrowd_gates of ComfyUI's folder_paths pointed at tmp_path,
+    holding one run's tiny LoRA + gates (and a LoRA and gates for a smaller model)."""
+    import folder_paths
+
+    loras, gates_dir = tmp_path / "loras", tmp_path / "anycrowd_gates"
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)], folder_paths.supported_pt_extensions))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "anycrowd_gates", ([str(gates_dir)], {".safetensors"}))
+    cfg, small = tiny_vace_config(), tiny_vace_config(num_layers=2, vace_layers=1)
+    gates = trained_gates(cfg)
+    save_lora(loras / "run_lora.safetensors", adapter_weights(cfg), cfg, rank=4, alpha=2.0, config_hash="c", extra=EXTRA)
+    save_gates(gates_dir / "run_gates.safetensors", gates, cfg, config_hash="c", extra=EXTRA)
+    save_lora(loras / "small_lora.safetensors", adapter_weights(small), small, rank=4, alpha=2.0)
+    save_gates(gates_dir / "small_gates.safetensors", trained_gates(small), small)
+    return {"gates": gates}
+
+
+def test_pack_import_inside_comfyui_registers_the_gates_folder():
+    # ComfyUI imports folder_paths before it loads custom nodes; the pack registers at import.
+    code = (
+        f"import sys; sys.path.insert(0, {COMFYUI_PATH!r}); sys.path.insert(0, 'tests')\n"
+        "import folder_paths\n"
+        "from pack import load_pack\n"
+        "load_pack()\n"
+        "paths, exts = folder_paths.folder_names_and_paths['anycrowd_gates']\n"
+        "import json; print(json.dumps([paths, sorted(exts), folder_paths.models_dir]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    paths, exts, models_dir = json.loads(out.stdout.strip().splitlines()[-1])
+    assert paths == [os.path.join(models_dir, "anycrowd_gates")] and exts == [".safetensors"]
+
+
+def test_file_lists_come_from_comfyuis_folders(node_mods, folders):
+    req = node_mods["node_load_adapter"].AnyCrowdLoadAdapter.INPUT_TYPES()["required"]
+    assert req["lora_name"][0] == ["None", "run_lora.safetensors", "small_lora.safetensors"]
+    assert req["gates_name"][0] == ["None", "run_gates.safetensors", "small_gates.safetensors"]
+    assert node_mods["node_load_adapter"].AnyCrowdLoadAdapter.VALIDATE_INPUTS("run_lora.safetensors", "run_gates.safetensors")
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+def test_lora_changes_the_model_exactly_like_the_native_lora_loader(comfy, native_nodes, node_mods, base, layout,
+                                                                   folders, strength):
+    ours, _, info = node_mods["node_load_adapter"].AnyCrowdLoadAdapter().load(base, "run_lora.safetensors", "None", strength)
+    theirs = native_nodes.LoraLoaderModelOnly().load_lora_model_only(base, "run_lora.safetensors", strength)[0]
+    assert ours is not base and set(ours.patches) == set(theirs.patches)
+    assert len(ours.patches) == (4 + 2) * len(LORA_TARGETS)  # every target of the 4 DiT + 2 VACE blocks
+    inp = Inputs(layout)
+    plain = apply_model(comfy, base, inp)
+    got, want = apply_model(comfy, ours, inp), apply_model(comfy, theirs, inp)
+    assert torch.equal(got, want)
+    assert (got - plain).abs().max() > 1e-3
+    assert "trained steps: 50" in info and "rank 4, alpha 2.0" in info
+    assert base.patches == {}  # the input MODEL is untouched
+
+
+def test_gates_come_back_equal_and_change_the_tsda_patch_output(comfy, node_mods, base, layout, folders):
+    model, gates, info = node_mods["node_load_adapter"].AnyCrowdLoadAdapter().load(
+        base, "run_lora.safetensors", "run_gates.safetensors", 1.0)
+    saved = folders["gates"].state_dict()
+    assert isinstance(gates, GateBank) and gates.state_dict().keys() == saved.keys()
+    assert all(torch.equal(gates.state_dict()[k], v) for k, v in saved.items())
+    assert "Use attention_mode tsda with agf_mode gated" in info
+
+    patch = node_mods["node_tsda_patch"].AnyCrowdTSDAPatch().patch
+    inp = Inputs(layout)
+    gated = apply_model(comfy, patch(model, layout, "tsda", "gated", "both", gates=gates)[0], inp)
+    mean = apply_model(comfy, patch(model, layout, "tsda", "gated", "both", gates=None)[0], inp)
+    direct = apply_model(comfy, node_mods["comfy_patch"].patch_model(model, layout, "tsda", "gated", gates=folders["gates"]), inp)
+    assert (gated - mean).abs().max() > 1e-4
+    assert torch.equal(gated, direct)  # the loaded gates act exactly like the ones that were saved
+
+
+def test_gates_change_the_anycrowd_sampler_output(comfy, node_mods, base, layout, folders):
+    model, gates, _ = node_mods["node_load_adapter"].AnyCrowdLoadAdapter().load(base, "None", "run_gates.safetensors", 1.0)
+    inp = Inputs(layout)
+    sampler = node_mods["node_sampler"].AnyCrowdSampler()
+
+    def run(g):
+        return sampler.sample(model, inp.positive, inp.negative, {"samples": inp.latent}, layout, "tsda", "gated",
+                              0, 1, 3.0, "euler", "simple", 8.0, 1.0, gates=g)[0]["samples"]
+
+    with_gates, without = run(gates), run(None)
+    assert with_gates.shape == without.shape and (with_gates - without).abs().max() > 1e-4
+
+
+def test_a_lora_for_another_model_size_is_refused(node_mods, base, folders):
+    node = node_mods["node_load_adapter"].AnyCrowdLoadAdapter()
+    with pytest.raises(AnyCrowdError) as err:
+        node.load(base, "small_lora.safetensors", "None", 1.0)
+    message = str(err.value)
+    assert "was trained for" in message
+    assert "(dim 256, 2 blocks, 1 VACE blocks)" in message and "(dim 256, 4 blocks, 2 VACE blocks)" in message
+    with pytest.raises(AnyCrowdError, match=r"gates small_gates.safetensors was trained for .*2 blocks"):
+        node.load(base, "None", "small_gates.safetensors", 1.0)
+
+
+class CaptureAdapter:
+    """Test-only output node keeping what AnyCrowd Load Adapter returned."""
+
+    __test__ = False
+    seen: list = []
+    RETURN_TYPES = ()
+    FUNCTION = "keep"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "gates": ("ANYCROWD_GATES",), "info": ("STRING", {"forceInput": True})}}
+
+    def keep(self, model, gates, info):
+        CaptureAdapter.seen.append((model, gates, info))
+        return ()
+
+
+def test_api_prompt_through_comfyuis_validation_and_executor(tmp_path, pack, folders):
+    from test_nodes_host import FakeServer, get_comfy_nodes
+    from comfy_host import tiny_vace_state_dict_file
+
+    comfy_nodes = get_comfy_nodes()
+    import execution
+    import folder_paths
+
+    models = tmp_path / "diffusion_models"
+    models.mkdir()
+    tiny = tiny_vace_state_dict_file(models, seed=0)
+    added = {"AnyCrowdTestCaptureAdapter": CaptureAdapter, "AnyCrowdLoadAdapter": pack.NODE_CLASS_MAPPINGS["AnyCrowdLoadAdapter"]}
+    folder_paths.add_model_folder_path("diffusion_models", str(models))
+    comfy_nodes.NODE_CLASS_MAPPINGS.update(added)
+
+    def prompt(lora_name, gates_name):
+        return {
+            "1": {"class_type": "UNETLoader", "inputs": {"unet_name": tiny.name, "weight_dtype": "default"}},
+            "2": {"class_type": "AnyCrowdLoadAdapter", "inputs": {"model": ["1", 0], "lora_name": lora_name,
+                                                                 "gates_name": gates_name, "strength_model": 1.0}},
+            "3": {"class_type": "AnyCrowdTestCaptureAdapter", "inputs": {"model": ["2", 0], "gates": ["2", 1], "info": ["2", 2]}},
+        }
+
+    try:
+        # readable errors before anything runs: a LoRA picked as gates, and a LoRA copied into the gates folder
+        bad = asyncio.run(execution.validate_prompt("x", prompt("None", "run_lora.safetensors"), None))
+        assert not bad[0] and "it is in models/loras: pick it as lora_name" in json.dumps(bad[3])
+        (tmp_path / "anycrowd_gates" / "copy.safetensors").write_bytes((tmp_path / "loras" / "run_lora.safetensors").read_bytes())
+        bad = asyncio.run(execution.validate_prompt("x", prompt("None", "copy.safetensors"), None))
+        assert not bad[0] and "is an AnyCrowd LoRA, not a gates file" in json.dumps(bad[3])
+
+        good = prompt("run_lora.safetensors", "run_gates.safetensors")
+        valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt("y", good, None))
+        assert valid, (error, node_errors)
+        CaptureAdapter.seen.clear()
+        executor = execution.PromptExecutor(FakeServer())
+        executor.execute(good, "y", {}, outputs)
+        assert executor.success, [d for e, d in executor.status_messages if e == "execution_error"]
+        model, gates, info = CaptureAdapter.seen[-1]
+        assert len(model.patches) == (4 + 2) * len(LORA_TARGETS)
+        assert all(torch.equal(gates.state_dict()[k], v) for k, v in folders["gates"].state_dict().items())
+        assert "Gates: run_gates.safetensors" in info
+    finally:
+        for key in added:
+            comfy_nodes.NODE_CLASS_MAPPINGS.pop(key, None)
+        paths = folder_paths.folder_names_and_paths["diffusion_models"][0]
+        if str(models) in paths:
+            paths.remove(str(models))
