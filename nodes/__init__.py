@@ -47,8 +47,20 @@ NODE_SPECS = (
     NodeSpec("AnyCrowdSampler", ".node_sampler", "AnyCrowd Sampler (TSDA-patched Wan)", "AnyCrowd/sampling",
              ("LATENT",), ("latent",)),
     # pose nodes
+    NodeSpec("AnyCrowdPoseExtractor", ".node_pose", "AnyCrowd Pose Extractor (DWPose + tracking)", "AnyCrowd/pose",
+             (TRACKS, "IMAGE", "POSE_KEYPOINT", "IMAGE"), ("tracks", "pose_video", "pose_keypoint", "preview")),
+    NodeSpec("AnyCrowdPoseFromKeypoints", ".node_pose", "AnyCrowd Pose From Keypoints", "AnyCrowd/pose",
+             (TRACKS, "IMAGE", "IMAGE"), ("tracks", "pose_video", "preview")),
+    NodeSpec("AnyCrowdMasksFromPoses", ".node_pose", "AnyCrowd Masks From Poses (GrabCut)", "AnyCrowd/pose",
+             ("MASK", "IMAGE"), ("masks", "preview")),
     # long-video and face-control nodes
+    NodeSpec("AnyCrowdFaceControl", ".node_face_control", "AnyCrowd Face Control (X-Dyna)", "AnyCrowd/conditioning",
+             ("CONDITIONING", "CONDITIONING", "IMAGE"), ("positive", "negative", "face_video")),
+    NodeSpec("AnyCrowdLongVideoSampler", ".node_long_video", "AnyCrowd Long Video Sampler", "AnyCrowd/sampling",
+             ("IMAGE",), ("images",)),
     # adapter (trained LoRA + gates) nodes
+    NodeSpec("AnyCrowdLoadAdapter", ".node_load_adapter", "AnyCrowd Load Adapter (LoRA + gates)", "AnyCrowd/loaders",
+             ("MODEL", GATES, "STRING"), ("model", "gates", "info")),
 )
 
 

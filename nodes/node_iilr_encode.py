@@ -5,6 +5,7 @@ reference frames in front, the trim count and the token layout (ANYCROWD_LAYOUT)
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import torch
@@ -23,10 +24,14 @@ from anycrowd_core.decoupler import DecoupledInstances
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.iilr import comfy_vace_inputs, encode_iilr
 from anycrowd_core.layout import boxes_from_masks, build_token_layout
+from anycrowd_core.pose.binding import SYNTAX_HELP, Binding, _parse_clauses, identity_name, resolve_binding
+from anycrowd_core.pose.render import render_pose_video
+from anycrowd_core.pose.track_boxes import padded_track_boxes
+from anycrowd_core.pose.types import NUM_KEYPOINTS, PoseTracks
 
 from .comfy_runtime import ComfyVAECodec, conditioning_set_values, empty_latent, resize_frames, resize_masks
 from .node_decoupler import DecoupledReference
-from .node_types import INSTANCES, LAYOUT
+from .node_types import INSTANCES, LAYOUT, TRACKS
 
 MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION
 
@@ -61,6 +66,66 @@ def parse_binding(text: str, num_tracks: int, num_identities: int) -> list[int]:
             f"(indices 0..{num_identities - 1}): e.g. '{example}'."
         )
     return binding
+
+
+SIMPLE_BINDING = re.compile(r"^[\d\s,;]*$")
+TRACK_BOX_PADDING = 0.1  # padded_track_boxes: each side grows by 10% of the box (hair, hands, clothes)
+ASPECT_TOLERANCE = 0.02
+
+
+def is_simple_binding(text: str) -> bool:
+    """True for the index form "0,1,2" (one character index per track), False for "A=0, B=1"."""
+    return bool(SIMPLE_BINDING.match(text or ""))
+
+
+def check_binding_text(text: str) -> str | None:
+    """A message if `text` is neither the index form ("0,1,2") nor the pose binding syntax
+    ("A=0, B=1@+0.3w"), else None (the syntax only: tracks and characters are checked at run time)."""
+    if not text or not text.strip() or text.strip().lower() == "auto" or is_simple_binding(text):
+        return None
+    try:
+        _parse_clauses(text, 26)
+    except AnyCrowdError as exc:
+        return (f"binding {text!r} is not a list of character indices ('0,1,2') nor a valid pose binding "
+                f"('A=0, B=1'): {exc}")
+    return None
+
+
+def _box_tracks(track_boxes: Tensor, frame_size: tuple[int, int]) -> PoseTracks:
+    """Box tracks `[M, T, 4]` as PoseTracks without keypoints, so the pose binding syntax
+    ("A=0, B=1", ids = box line numbers) applies to them too."""
+    m, t = int(track_boxes.shape[0]), int(track_boxes.shape[1])
+    present = ~torch.isnan(track_boxes).any(-1)
+    return PoseTracks(torch.zeros(m, t, NUM_KEYPOINTS, 3), track_boxes.float(), present, frame_size[0],
+                      frame_size[1], list(range(m)))
+
+
+def _index_form_to_syntax(text: str, tracks: PoseTracks, num_identities: int) -> str:
+    """"0,1,0" (character index per track position) -> "A=<id0>, B=<id1>, A=<id2>"."""
+    ids = list(tracks.track_ids) or list(range(tracks.num_tracks))
+    indices = [int(p) for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
+    if len(indices) != len(ids):
+        raise AnyCrowdError(
+            f"binding {text!r} has {len(indices)} entries but there are {len(ids)} tracks (ids {ids}): give one "
+            f"character index per track in track order, or write it as e.g. "
+            f"'{', '.join(f'{identity_name(i % num_identities)}={t}' for i, t in enumerate(ids))}'. {SYNTAX_HELP}"
+        )
+    bad = [k for k in indices if not 0 <= k < num_identities]
+    if bad:
+        raise AnyCrowdError(
+            f"binding {text!r} refers to characters {bad}, but the reference has {num_identities} "
+            f"(indices 0..{num_identities - 1})."
+        )
+    return ", ".join(f"{identity_name(k)}={t}" for k, t in zip(indices, ids))
+
+
+def bind_pose_tracks(text: str, tracks: PoseTracks, num_identities: int, reference_masks: Tensor) -> Binding:
+    """The binding for pose tracks: empty / "auto" = left to right (tracks by position, characters
+    by mask centre), "0,1,2" = character index per track in track order, or the pose syntax."""
+    text = (text or "").strip()
+    if text and is_simple_binding(text):
+        text = _index_form_to_syntax(text, tracks, num_identities)
+    return resolve_binding(text or None, tracks, num_identities, reference_boxes=reference_masks)
 
 
 def fit_instances(decoupled: DecoupledInstances, width: int, height: int) -> DecoupledInstances:
@@ -124,12 +189,13 @@ class AnyCrowdIILREncode:
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096, "tooltip": "Videos sampled at once."}),
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1000.0, "step": 0.01, "tooltip": "VACE control strength (as in WanVaceToVideo)."}),
                 "boxes": ("STRING", {"multiline": True, "default": EXAMPLE_BOXES, "tooltip": "Per-character boxes over time, in pixels of the control video as connected. One line per character: 'x0,y0,x1,y1' (static) or keyframes '0: x0,y0,x1,y1; 80: x0,y0,x1,y1' (linear in between; 'none' = absent). JSON lists work too. Leave empty when track_masks is connected."}),
-                "binding": ("STRING", {"default": "", "tooltip": "Which reference character each box track animates, e.g. '0,1,2' (one index per track; repeats allowed). Empty: track i -> character i."}),
+                "binding": ("STRING", {"default": "", "tooltip": "Which reference character animates which track. Index form: '0,1,2' = one character index per track in order (repeats allowed). Pose form: 'A=0, B=1' (A = first mask, numbers = track ids as in the pose preview), recasting 'A=1, B=0', one-to-many 'A=0+1', many-to-one 'B=0@+0.3w' (tracks input only). Empty: track i -> character i (boxes), left to right (tracks)."}),
             },
             "optional": {
                 "track_masks": ("MASK", {"tooltip": "Instead of boxes: per-character mask sequences as one MASK batch, all `length` masks of character 0, then character 1, ...; boxes are their tight bounding boxes (empty mask = absent)."}),
                 "control_masks": ("MASK", {"tooltip": "Optional VACE control mask (1 = generate), as in WanVaceToVideo; default all ones."}),
                 "background_reference": ("BOOLEAN", {"default": True, "tooltip": "Add the character-free background as its own reference frame (AnyCrowd default)."}),
+                "tracks": (TRACKS, {"tooltip": "Instead of boxes: identity tracks from AnyCrowd Pose Extractor / Pose From Keypoints (same frames as the control video). Boxes are the tracks' boxes padded by 10%, mapped like the control video; bind with the binding field."}),
             },
         }
 
@@ -147,16 +213,15 @@ class AnyCrowdIILREncode:
             problem = validate_boxes_text(boxes, int(length))
             if problem:
                 return problem
-        if binding is not None and binding.strip():
-            try:
-                [int(p) for p in binding.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
-            except ValueError:
-                return f"binding {binding!r} is not a list of character indices: write e.g. '0,1,2'."
+        if binding is not None:
+            problem = check_binding_text(binding)
+            if problem:
+                return problem
         return True
 
     def encode(
         self, positive, negative, vae, instances, control_video, width, height, length, batch_size, strength,
-        boxes="", binding="", track_masks=None, control_masks=None, background_reference=True,
+        boxes="", binding="", track_masks=None, control_masks=None, background_reference=True, tracks=None,
     ):
         width, height, length = int(width), int(height), int(length)
         _check_geometry(width, height, length)
@@ -165,10 +230,17 @@ class AnyCrowdIILREncode:
         video = self._control_video(control_video, length)
         src_size = (int(video.shape[1]), int(video.shape[2]))
 
-        track_boxes = self._track_boxes(boxes, track_masks, length, src_size)
-        track_boxes = resize_boxes(track_boxes, self._box_frame(track_masks, src_size), (height, width))
         num_ids = instances.num_identities
-        track_binding = parse_binding(binding, int(track_boxes.shape[0]), num_ids)
+        if tracks is not None:
+            track_boxes, track_binding, redrawn = self._pose_tracks(tracks, boxes, track_masks, binding, instances,
+                                                                     length, src_size, (height, width))
+            if redrawn is not None:
+                video = redrawn
+        else:
+            track_boxes = self._track_boxes(boxes, track_masks, length, src_size)
+            box_frame = self._box_frame(track_masks, src_size)
+            track_boxes, track_binding = self._bind_boxes(binding, track_boxes, box_frame, num_ids)
+            track_boxes = resize_boxes(track_boxes, box_frame, (height, width))
 
         decoupled = fit_instances(instances.instances, width, height)
         video = resize_frames(video, width, height).clamp(0, 1)
@@ -207,6 +279,52 @@ class AnyCrowdIILREncode:
                 f"to {length} frames (e.g. Load Video's frame_load_cap / skip_first_frames)."
             )
         return control_video[..., :3].float().cpu()
+
+    @staticmethod
+    def _bind_boxes(binding: str, track_boxes: Tensor, frame_size, num_ids: int) -> tuple[Tensor, list[int]]:
+        """(boxes of the bound tracks, character per bound track) for box tracks: the index form
+        as before, or the pose syntax with box line numbers as track ids (no offsets)."""
+        text = (binding or "").strip()
+        if not text or is_simple_binding(text):
+            return track_boxes, parse_binding(text, int(track_boxes.shape[0]), num_ids)
+        bound = resolve_binding(text, _box_tracks(track_boxes, frame_size), num_ids)
+        if bool((bound.offsets != 0).any()):
+            raise AnyCrowdError(
+                f"binding {text!r} shifts a copy of a motion (@offset), which needs pose tracks so the copy can be "
+                "drawn into the control video: connect the tracks input instead of boxes, or add a box line for the copy."
+            )
+        return track_boxes[torch.tensor(bound.sources, dtype=torch.long)], list(bound.identities)
+
+    @staticmethod
+    def _pose_tracks(tracks, boxes, track_masks, binding, instances, length, video_size, out_size):
+        """(boxes `[M', T, 4]` at the output size, character per track, redrawn control video or
+        None) for pose tracks. The control video is redrawn from the bound tracks when the
+        binding leaves tracks out or shifts copies, so the pose video shows exactly the bound motions."""
+        if not isinstance(tracks, PoseTracks):
+            raise AnyCrowdError("tracks must come from AnyCrowd Pose Extractor or AnyCrowd Pose From Keypoints.")
+        if has_boxes(boxes) or track_masks is not None:
+            raise AnyCrowdError(
+                "Both tracks and boxes/track_masks are given: use one of them (clear the boxes text and disconnect "
+                "track_masks, or disconnect tracks)."
+            )
+        if tracks.num_frames != length:
+            raise AnyCrowdError(
+                f"The tracks have {tracks.num_frames} frames but length is {length}: extract the poses from the same "
+                f"{length} frames as the control video."
+            )
+        th, tw = int(tracks.height), int(tracks.width)
+        vh, vw = video_size
+        if abs((tw / th) / (vw / vh) - 1) > ASPECT_TOLERANCE:
+            raise AnyCrowdError(
+                f"The tracks were extracted from a {tw}x{th} video but the control video is {vw}x{vh} (another shape): "
+                "extract the poses from the driving video the control video was made from."
+            )
+        bound = bind_pose_tracks(binding, tracks, instances.num_identities, instances.masks)
+        track_boxes = resize_boxes(padded_track_boxes(bound.tracks, TRACK_BOX_PADDING), (th, tw), out_size)
+        redrawn = None
+        if bound.unbound or bool((bound.offsets != 0).any()):
+            redrawn = render_pose_video(bound.tracks)
+        return track_boxes, list(bound.identities), redrawn
 
     @staticmethod
     def _box_frame(track_masks, video_size: tuple[int, int]) -> tuple[int, int]:

@@ -24,7 +24,12 @@ from pack import REPO
 
 pytestmark = requires_comfyui
 
-KEYS = ("AnyCrowdInstanceDecoupler", "AnyCrowdIILREncode", "AnyCrowdTSDAPatch", "AnyCrowdSampler")
+# Every class key the issues name (workflows and other packs rely on them), in registration order.
+KEYS = (
+    "AnyCrowdInstanceDecoupler", "AnyCrowdIILREncode", "AnyCrowdTSDAPatch", "AnyCrowdSampler",
+    "AnyCrowdPoseExtractor", "AnyCrowdPoseFromKeypoints", "AnyCrowdMasksFromPoses",
+    "AnyCrowdFaceControl", "AnyCrowdLongVideoSampler", "AnyCrowdLoadAdapter",
+)
 TEXT_DIM = 4096  # umT5-XXL width: ComfyUI's Wan detection fixes text_dim 4096
 H, W, T = 64, 96, 9
 
