@@ -35,6 +35,7 @@ __all__ = [
     "encode_references",
     "vace_mask_channels",
     "comfy_vace_inputs",
+    "encode_control_stream",
     "latent_frames",
     "pixel_frames",
 ]
@@ -229,3 +230,37 @@ def comfy_vace_inputs(cond: IILRConditioning) -> ComfyVaceInputs:
         trim_latent=cond.trim,
         latent=torch.zeros((1, *cond.noise_latent_shape)),
     )
+
+
+def encode_control_stream(codec: VideoCodec, control_video, control_mask=None, *, num_ref_frames: int) -> Tensor:
+    """One MORE VACE control stream (e.g. face control) aligned with an IILR context:
+    model-space `[96, R + T_lat, h, w]`, R = `num_ref_frames`.
+
+    The control part is encoded exactly like `encode_iilr`'s (inactive/reactive split, 64
+    mask channels; mask None = all ones). The R reference slots hold no reference: zeros in
+    model space for all 32 latent channels (the value WanVaceToVideo gives the reactive half
+    of its reference frame) and a zero mask, so the stream lines up with the latent that
+    carries the IILR reference frames. Its strength is set where the context is used.
+    """
+    video = _as_float_tensor(control_video, "control video")
+    if video.ndim != 4 or video.shape[-1] < 3:
+        raise AnyCrowdError(f"The control video must be [T, H, W, 3]; got shape {tuple(video.shape)}.")
+    video = video[..., :3]
+    t, height, width = (int(s) for s in video.shape[:3])
+    check_frame_count(t, "control video")
+    check_frame_size(height, width, what="control video")
+    if num_ref_frames < 0:
+        raise AnyCrowdError(f"num_ref_frames must be >= 0, got {num_ref_frames}.")
+    mask = torch.ones((t, height, width)) if control_mask is None else _as_float_tensor(control_mask, "control mask")
+    if tuple(mask.shape) != (t, height, width):
+        raise AnyCrowdError(
+            f"The control mask has shape {tuple(mask.shape)}; it must be [T, H, W] = [{t}, {height}, {width}]."
+        )
+    t_lat = latent_frames(t)
+    h, w = height // SPATIAL_FACTOR, width // SPATIAL_FACTOR
+    m3 = mask[..., None]
+    inactive = _encode_checked(codec, (video - 0.5) * (1 - m3) + 0.5, t_lat, h, w, "control video (inactive part)")
+    reactive = _encode_checked(codec, (video - 0.5) * m3 + 0.5, t_lat, h, w, "control video (reactive part)")
+    control = torch.cat([process_in(inactive), process_in(reactive), vace_mask_channels(mask, t_lat)], dim=0)
+    refs = torch.zeros((VACE_CHANNELS, int(num_ref_frames), h, w), dtype=control.dtype)
+    return torch.cat([refs, control], dim=1)
