@@ -9,6 +9,7 @@ import asyncio
 import json
 import sys
 
+import pytest
 
 from comfy_host import COMFYUI_PATH, import_comfy, requires_comfyui
 from pack import REPO, load_pack
@@ -17,6 +18,21 @@ WORKFLOWS = REPO / "workflows"
 UI_FILE = WORKFLOWS / "anycrowd_wan21_vace_1.3B.json"
 API_FILE = WORKFLOWS / "anycrowd_wan21_vace_1.3B_api.json"
 RECORDED_COMFYUI_VERSION = "0.3.64"
+# every shipped workflow: UI file, API file and their builder functions in build_workflows.py
+WORKFLOW_PAIRS = {
+    "basic": ("anycrowd_wan21_vace_1.3B.json", "anycrowd_wan21_vace_1.3B_api.json", "ui_workflow", "api_prompt"),
+    "long_face": ("anycrowd_long_face_wan21_vace_1.3B.json", "anycrowd_long_face_wan21_vace_1.3B_api.json",
+                  "long_ui_workflow", "long_api_prompt"),
+}
+
+
+@pytest.fixture(autouse=True, params=list(WORKFLOW_PAIRS))
+def workflow_pair(request, monkeypatch):
+    """Runs every test once per shipped workflow (UI_FILE / API_FILE point at that pair)."""
+    ui_name, api_name, ui_builder, api_builder = WORKFLOW_PAIRS[request.param]
+    monkeypatch.setitem(globals(), "UI_FILE", WORKFLOWS / ui_name)
+    monkeypatch.setitem(globals(), "API_FILE", WORKFLOWS / api_name)
+    return ui_builder, api_builder
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL = "__control_after_generate__"
@@ -193,14 +209,15 @@ def test_workflow_uses_comfyuis_repackaged_wan21_file_names():
     assert inputs["CLIPLoader"] == {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan", "device": "default"}
 
 
-def test_files_are_what_the_builder_writes():
+def test_files_are_what_the_builder_writes(workflow_pair):
     sys.path.insert(0, str(WORKFLOWS))
     try:
         import build_workflows
     finally:
         sys.path.remove(str(WORKFLOWS))
-    assert ui() == json.loads(json.dumps(build_workflows.ui_workflow()))
-    assert api() == json.loads(json.dumps(build_workflows.api_prompt()))
+    ui_builder, api_builder = workflow_pair
+    assert ui() == json.loads(json.dumps(getattr(build_workflows, ui_builder)()))
+    assert api() == json.loads(json.dumps(getattr(build_workflows, api_builder)()))
 
 
 @requires_comfyui

@@ -36,13 +36,13 @@ SOCKETS = {
     "SaveVideo": ([("video", "VIDEO")], []),
     "PreviewImage": ([("images", "IMAGE")], []),
     "AnyCrowdInstanceDecoupler": (
-        [("image", "IMAGE"), ("masks", "MASK")],
+        [("image", "IMAGE"), ("masks", "MASK"), ("align_to", "ANYCROWD_TRACKS"), ("reference_pose", "POSE_KEYPOINT")],
         [("instances", "ANYCROWD_INSTANCES"), ("preview", "IMAGE")],
     ),
     "AnyCrowdIILREncode": (
         [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("vae", "VAE"),
          ("instances", "ANYCROWD_INSTANCES"), ("control_video", "IMAGE"), ("track_masks", "MASK"),
-         ("control_masks", "MASK")],
+         ("control_masks", "MASK"), ("tracks", "ANYCROWD_TRACKS")],
         [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT"),
          ("trim_latent", "INT"), ("layout", "ANYCROWD_LAYOUT")],
     ),
@@ -76,7 +76,7 @@ GRAPH = {
     10: ("MaskToImage", (400, 1240), (200, 26), {"mask": (8, 0)}, [], None),
     11: ("ImageBatch", (640, 1000), (210, 46), {"image1": (9, 0), "image2": (10, 0)}, [], "Batch the masks (add one per extra character)"),
     12: ("ImageToMask", (880, 1000), (210, 58), {"image": (11, 0)}, [("channel", "red")], None),
-    13: ("AnyCrowdInstanceDecoupler", (880, 460), (320, 150), {"image": (6, 0), "masks": (12, 0)}, [("reassign", False), ("seed", 0), ("background_fill", "gray")], None),
+    13: ("AnyCrowdInstanceDecoupler", (880, 460), (320, 150), {"image": (6, 0), "masks": (12, 0)}, [("reassign", False), ("seed", 0), ("background_fill", "gray"), ("anchor_frame", -1), ("align_binding", "")], None),
     14: ("PreviewImage", (1240, 700), (420, 260), {"images": (13, 1)}, [], "Isolated characters + background"),
     15: ("LoadVideo", (420, 1600), (320, 330), {}, [("file", "anycrowd_pose.mp4"), (UPLOAD, "image")], "Driving pose video"),
     16: ("GetVideoComponents", (780, 1600), (230, 70), {"video": (15, 0)}, [], None),
@@ -95,28 +95,32 @@ GRAPH = {
 }
 
 
-def api_prompt() -> dict:
+def api_prompt(graph: dict | None = None) -> dict:
+    graph = GRAPH if graph is None else graph
     prompt = {}
-    for nid, (ntype, _pos, _size, links, widgets, title) in GRAPH.items():
+    for nid, (ntype, _pos, _size, links, widgets, title) in graph.items():
         inputs = {name: value for name, value in widgets if name not in (CONTROL, UPLOAD)}
         inputs.update({name: [str(src), slot] for name, (src, slot) in links.items()})
         prompt[str(nid)] = {"class_type": ntype, "inputs": inputs, "_meta": {"title": title or ntype}}
     return prompt
 
 
-def ui_workflow() -> dict:
+def ui_workflow(graph: dict | None = None, sockets: dict | None = None,
+                workflow_id: str = "5f1c2a7e-4b7d-4f3e-9a51-0a9c0d0e0001") -> dict:
+    graph = GRAPH if graph is None else graph
+    sockets = SOCKETS if sockets is None else sockets
     links, incoming, outgoing = [], {}, {}
-    for nid, (_t, _p, _s, node_links, _w, _title) in GRAPH.items():
+    for nid, (_t, _p, _s, node_links, _w, _title) in graph.items():
         for name, (src, slot) in node_links.items():
-            ltype = SOCKETS[GRAPH[src][0]][1][slot][1]
-            to_slot = [n for n, _ in SOCKETS[GRAPH[nid][0]][0]].index(name)
+            ltype = sockets[graph[src][0]][1][slot][1]
+            to_slot = [n for n, _ in sockets[graph[nid][0]][0]].index(name)
             link_id = len(links) + 1
             links.append([link_id, src, slot, nid, to_slot, ltype])
             incoming[(nid, name)] = link_id
             outgoing.setdefault((src, slot), []).append(link_id)
     nodes = []
-    for order, (nid, (ntype, pos, size, _links, widgets, title)) in enumerate(GRAPH.items()):
-        ins, outs = SOCKETS[ntype]
+    for order, (nid, (ntype, pos, size, _links, widgets, title)) in enumerate(graph.items()):
+        ins, outs = sockets[ntype]
         node = {
             "id": nid, "type": ntype, "pos": list(pos), "size": list(size), "flags": {}, "order": order, "mode": 0,
             "inputs": [{"name": n, "type": t, "link": incoming.get((nid, n))} for n, t in ins],
@@ -131,9 +135,9 @@ def ui_workflow() -> dict:
             node["title"] = title
         nodes.append(node)
     return {
-        "id": "5f1c2a7e-4b7d-4f3e-9a51-0a9c0d0e0001",
+        "id": workflow_id,
         "revision": 0,
-        "last_node_id": max(GRAPH),
+        "last_node_id": max(graph),
         "last_link_id": len(links),
         "nodes": nodes,
         "links": links,
@@ -144,10 +148,72 @@ def ui_workflow() -> dict:
     }
 
 
+# --- second example: a long multi-character video with face control ----------------------------
+# Loaders, prompts, reference image, masks and decoupler are nodes 1-14 of GRAPH (kept in sync);
+# the driving video is real footage of any length: poses, tracks and faces come from it.
+
+LONG_UI_FILE = HERE / "anycrowd_long_face_wan21_vace_1.3B.json"
+LONG_API_FILE = HERE / "anycrowd_long_face_wan21_vace_1.3B_api.json"
+
+LONG_SOCKETS = {
+    "AnyCrowdPoseExtractor": (
+        [("images", "IMAGE")],
+        [("tracks", "ANYCROWD_TRACKS"), ("pose_video", "IMAGE"), ("pose_keypoint", "POSE_KEYPOINT"), ("preview", "IMAGE")],
+    ),
+    "AnyCrowdFaceControl": (
+        [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("vae", "VAE"), ("images", "IMAGE"),
+         ("layout", "ANYCROWD_LAYOUT"), ("tracks", "ANYCROWD_TRACKS"), ("pose_keypoint", "POSE_KEYPOINT")],
+        [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("face_video", "IMAGE")],
+    ),
+    "AnyCrowdLongVideoSampler": (
+        [("model", "MODEL"), ("vae", "VAE"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+         ("instances", "ANYCROWD_INSTANCES"), ("control_video", "IMAGE"), ("tracks", "ANYCROWD_TRACKS"),
+         ("face_video", "IMAGE"), ("gates", "ANYCROWD_GATES")],
+        [("images", "IMAGE")],
+    ),
+}
+
+LONG_GRAPH = {
+    **{nid: GRAPH[nid] for nid in range(1, 15)},
+    15: ("LoadVideo", (420, 1600), (320, 330), {}, [("file", "anycrowd_driving.mp4"), (UPLOAD, "image")], "Driving video (real footage, any length)"),
+    16: ("GetVideoComponents", (780, 1600), (230, 70), {"video": (15, 0)}, [], None),
+    17: ("AnyCrowdPoseExtractor", (1040, 1600), (340, 420), {"images": (16, 0)},
+         [("detector_model", "yolox_l.onnx"), ("pose_model", "dw-ll_ucoco_384.onnx"), ("providers", "auto"),
+          ("det_threshold", 0.3), ("max_gap", 8), ("min_track_length", 3), ("smoothing", 0.0), ("max_people", 0),
+          ("draw_body", True), ("draw_hands", True), ("draw_face", True), ("light_head", False),
+          ("release_models", False)], "Poses + identity tracks of the whole video"),
+    18: ("PreviewImage", (1420, 1600), (420, 260), {"images": (17, 3)}, [], "Track ids (for the binding)"),
+    19: ("AnyCrowdFaceControl", (1240, 1000), (340, 260),
+         {"positive": (4, 0), "negative": (5, 0), "vae": (3, 0), "images": (16, 0), "tracks": (17, 0)},
+         [("mode", "local"), ("strength", 0.5), ("enlarge", 1.5), ("binding", "")], "Face control video (eyes + mouth)"),
+    20: ("PreviewImage", (1620, 1000), (420, 260), {"images": (19, 2)}, [], "Face control video"),
+    21: ("AnyCrowdLongVideoSampler", (1700, 60), (360, 620),
+         {"model": (1, 0), "vae": (3, 0), "positive": (4, 0), "negative": (5, 0), "instances": (13, 0),
+          "control_video": (17, 1), "tracks": (17, 0), "face_video": (19, 2)},
+         [("width", 832), ("height", 480), ("strength", 1.0), ("boxes", ""), ("binding", ""),
+          ("attention_mode", "masked"), ("agf_mode", "gated"), ("seed", 42), (CONTROL, "fixed"), ("steps", 20),
+          ("cfg", 6.0), ("sampler_name", "uni_pc"), ("scheduler", "simple"), ("shift", 8.0),
+          ("strategy", "token_replace"), ("segment_frames", 81), ("overlap_frames", 5), ("face_strength", 0.5),
+          ("background_reference", True)], None),
+    22: ("CreateVideo", (2100, 60), (270, 78), {"images": (21, 0)}, [("fps", 16.0)], "Create Video (Wan: 16 fps)"),
+    23: ("SaveVideo", (2100, 190), (420, 420), {"video": (22, 0)}, [("filename_prefix", "video/AnyCrowd_long"), ("format", "auto"), ("codec", "auto")], None),
+}
+
+
+def long_api_prompt() -> dict:
+    return api_prompt(LONG_GRAPH)
+
+
+def long_ui_workflow() -> dict:
+    return ui_workflow(LONG_GRAPH, {**SOCKETS, **LONG_SOCKETS}, workflow_id="5f1c2a7e-4b7d-4f3e-9a51-0a9c0d0e0002")
+
+
 def main() -> None:
     UI_FILE.write_text(json.dumps(ui_workflow(), indent=1) + "\n")
     API_FILE.write_text(json.dumps(api_prompt(), indent=1) + "\n")
-    print(f"wrote {UI_FILE.name} and {API_FILE.name}")
+    LONG_UI_FILE.write_text(json.dumps(long_ui_workflow(), indent=1) + "\n")
+    LONG_API_FILE.write_text(json.dumps(long_api_prompt(), indent=1) + "\n")
+    print(f"wrote {UI_FILE.name}, {API_FILE.name}, {LONG_UI_FILE.name} and {LONG_API_FILE.name}")
 
 
 if __name__ == "__main__":
