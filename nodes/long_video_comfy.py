@@ -13,18 +13,19 @@ import torch
 from torch import Tensor
 
 from anycrowd_core.attention import AnyCrowdAttention
-from anycrowd_core.codec import TEMPORAL_FACTOR
 from anycrowd_core.decoupler import DecoupledInstances
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.iilr import comfy_vace_inputs, encode_control_stream, encode_iilr
 from anycrowd_core.layout import TokenLayout, build_token_layout
 from anycrowd_core.long_video import (
     Window,
+    pad_frames,
     padded_frame_count,
     plan_segments,
     plan_windows,
     slice_frames,
     slice_tracks,
+    window_track_boxes,
 )
 
 from .comfy_patch import HOOK_KEY, patch_model
@@ -226,29 +227,6 @@ def run_token_replace(model, codec, inputs: LongVideoInputs, positive, negative,
 # ----------------------------------------------------------------------------- sliding windows
 
 
-def window_boxes(boxes: Tensor, window: Window, binding: Sequence[int]) -> tuple[Tensor, list[int]]:
-    """Boxes and binding whose token layout is the whole clip's layout restricted to the
-    window's latent frames [start, stop) (exact, not an approximation).
-
-    The layout builder ORs the token masks of the pixel frames each latent frame covers,
-    the first latent covering one frame. A window starting at latent s > 0 covers pixel
-    frames 4s-3..4s with its first latent: its boxes are frames 4s.. of every track, and
-    three extra tracks per track, bound to the same identity, carry frames 4s-3, 4s-2, 4s-1
-    in the first frame only (NaN elsewhere), so the first latent frame gets the same union.
-    """
-    s = window.start
-    main = boxes[:, TEMPORAL_FACTOR * s if s else 0 : window.pixel_stop]
-    if s == 0:
-        return main, list(binding)
-    extra, extra_binding = [], []
-    for k in range(TEMPORAL_FACTOR - 1, 0, -1):
-        b = torch.full_like(main, float("nan"))
-        b[:, 0] = boxes[:, TEMPORAL_FACTOR * s - k]
-        extra.append(b)
-        extra_binding += list(binding)
-    return torch.cat([main, *extra], 0), list(binding) + extra_binding
-
-
 class WindowedModelFunction:
     """ComfyUI `model_function_wrapper`: runs the model once per latent window
     `[R reference frames | window frames]`, slicing `vace_context` (every VACE context) and
@@ -302,14 +280,6 @@ class WindowedModelFunction:
         return out / count.view(1, 1, -1, 1, 1)
 
 
-def pad_frames(video: Tensor, frames: int) -> Tensor:
-    """`[T, ...]` -> `[frames, ...]` repeating the last frame (frames >= T)."""
-    if video.shape[0] == frames:
-        return video
-    idx = torch.arange(frames).clamp(max=video.shape[0] - 1)
-    return video[idx.to(video.device)]
-
-
 def run_sliding_window(model, codec, inputs: LongVideoInputs, positive, negative, options: SamplingOptions, *,
                        window_frames: int = 81, overlap_frames: int = 5, ramp: bool = False,
                        on_step: Callable | None = None) -> Tensor:
@@ -324,7 +294,7 @@ def run_sliding_window(model, codec, inputs: LongVideoInputs, positive, negative
     clip = encode_clip(codec, inputs, pad_frames(inputs.control, total), boxes, face, positive, negative)
     hooks = []
     for win in windows:
-        wb, binding = window_boxes(boxes, win, inputs.binding)
+        wb, binding = window_track_boxes(boxes, inputs.binding, win)
         layout = build_token_layout(inputs.decoupled.masks, wb, binding, background=inputs.background)
         hooks.append(AnyCrowdAttention(layout, mode=options.attention_mode, agf=options.agf_mode, gates=options.gates))
     # the whole-clip layout installs the object patches (and checks the model); each window swaps its hook in

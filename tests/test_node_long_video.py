@@ -10,7 +10,6 @@ import torch
 
 from anycrowd_core.codec import TestCodec
 from anycrowd_core.errors import AnyCrowdError
-from anycrowd_core.layout import build_token_layout
 from anycrowd_core.long_video import plan_windows
 from anycrowd_core.scenes import make_scene
 from pack import load_pack
@@ -77,23 +76,6 @@ def test_token_replace_latent_holds_the_context_right_after_the_references_with_
     assert mask[0, 0, :, 0, 0].tolist() == [1, 1, 1, 0, 0, 1]
     first, none = lvc.context_latent((16, 6, 4, 6), 3, None)
     assert none is None and (first == 0).all()
-
-
-@pytest.mark.parametrize("window_index", [0, 1, 2])
-def test_window_layout_is_the_whole_clip_layout_restricted_to_the_window(scene, window_index):
-    masks = scene.reference_masks
-    boxes = scene.track_boxes  # 17 frames -> 5 latent frames
-    full = build_token_layout(masks, boxes, [0, 1])
-    win = plan_windows(T, 9, 5)[window_index]  # latent windows [0,3), [1,4), [2,5)
-    wb, binding = lvc.window_boxes(boxes, win, [0, 1])
-    local = build_token_layout(masks, wb, binding)
-    hw = full.tokens_per_frame
-    assert local.video_frames == win.frames
-    lo, hi = full.video_start + win.start * hw, full.video_start + win.stop * hw
-    for k in range(2):
-        part = full.vid_tokens[k][(full.vid_tokens[k] >= lo) & (full.vid_tokens[k] < hi)] - win.start * hw
-        assert torch.equal(torch.sort(local.vid_tokens[k]).values, torch.sort(part).values)
-        assert torch.equal(local.ref_tokens[k], full.ref_tokens[k])
 
 
 def test_window_wrapper_slices_every_vace_context_and_averages_by_update_count():
