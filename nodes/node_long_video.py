@@ -13,12 +13,13 @@ from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.long_video import plan_segments, plan_windows
 
 from .comfy_patch import check_wan_vace
-from .comfy_runtime import WAN21_DEFAULT_SHIFT, ComfyVAECodec, apply_shift, resize_frames, sampler_names
+from .comfy_runtime import ComfyVAECodec, apply_shift, resize_frames
 from .long_video_comfy import STRATEGIES, LongVideoInputs, SamplingOptions, run_sliding_window, run_token_replace
 from .node_decoupler import DecoupledReference
 from .node_iilr_encode import MAX_RESOLUTION, AnyCrowdIILREncode, fit_instances
 from .node_tsda_patch import AGF_CHOICES, ATTENTION_MODES
-from .node_types import GATES, INSTANCES, TRACKS
+from .node_sampler import GATES_INPUT, sampling_inputs
+from .node_types import INSTANCES, TRACKS
 
 
 class AnyCrowdLongVideoSampler:
@@ -37,7 +38,6 @@ class AnyCrowdLongVideoSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        samplers, schedulers = sampler_names()
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "A Wan 2.1 VACE model from Load Diffusion Model (LoRAs and other patches may be applied first)."}),
@@ -51,14 +51,7 @@ class AnyCrowdLongVideoSampler:
                 "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1000.0, "step": 0.01, "tooltip": "VACE strength of the control video (as in WanVaceToVideo)."}),
                 "boxes": ("STRING", {"multiline": True, "default": "", "tooltip": "Per-character boxes over the WHOLE video (syntax as in AnyCrowd IILR Encode, frames of the full video). Leave empty when tracks are connected."}),
                 "binding": ("STRING", {"default": "", "tooltip": "Which character each track animates. With boxes: '0,1,2' (empty: box i -> character i). With tracks: empty = automatic left to right, '0,1' per track, or 'A=0, B=1' (recasting, shifted copies 'B=0@+0.3w')."}),
-                "attention_mode": (ATTENTION_MODES, {"default": "masked", "tooltip": "masked: training-free binding for stock checkpoints (recommended). tsda: the paper's tri-stage attention (needs AnyCrowd-trained weights). global: plain Wan attention."}),
-                "agf_mode": (AGF_CHOICES, {"default": "gated", "tooltip": "Fusion of overlapping characters in tsda: gated, mean or max. Ignored by masked and global."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of the initial noise; segment s uses seed + s."}),
-                "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "Sampling steps per segment."}),
-                "cfg": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance scale."}),
-                "sampler_name": (samplers, {"default": "uni_pc" if "uni_pc" in samplers else samplers[0], "tooltip": "ComfyUI sampler (as in KSampler)."}),
-                "scheduler": (schedulers, {"default": "simple" if "simple" in schedulers else schedulers[0], "tooltip": "ComfyUI scheduler (as in KSampler)."}),
-                "shift": ("FLOAT", {"default": WAN21_DEFAULT_SHIFT, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip": "Flow-matching sigma shift (ModelSamplingSD3); 8.0 is ComfyUI's Wan 2.1 default, 0 keeps the model's own."}),
+                **sampling_inputs(per_segment=True),
                 "strategy": (STRATEGIES, {"default": "token_replace", "tooltip": "token_replace: segments one after another, each starting from the previous one's last frames (One-to-All; any length, flat memory). sliding_window: overlapping latent windows all denoised at every step and averaged (AnyCrowd appendix)."}),
                 "segment_frames": ("INT", {"default": 81, "min": 5, "max": 1001, "step": 4, "tooltip": "Frames per segment / window (4n+1; Wan 2.1 is trained on 81)."}),
                 "overlap_frames": ("INT", {"default": 5, "min": 0, "max": 1000, "step": 1, "tooltip": "token_replace: frames taken over from the previous segment (0 or 4m+1; 5 = 2 latent frames, as in One-to-All). sliding_window: overlap between windows in frames (rounded up to whole latent frames of 4)."}),
@@ -67,7 +60,7 @@ class AnyCrowdLongVideoSampler:
                 "tracks": (TRACKS, {"tooltip": "Identity tracks of the whole video from AnyCrowd Pose Extractor (instead of boxes)."}),
                 "face_video": ("IMAGE", {"tooltip": "Full-length face-control video from AnyCrowd Face Control (its face_video output, without a layout); added as a second VACE stream."}),
                 "face_strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": "VACE strength of the face stream."}),
-                "gates": (GATES, {"tooltip": "AGF gates trained with AnyCrowd (tsda with agf gated). Leave unconnected on stock checkpoints."}),
+                "gates": GATES_INPUT,
                 "background_reference": ("BOOLEAN", {"default": True, "tooltip": "Add the character-free background as its own reference frame (AnyCrowd default)."}),
             },
         }

@@ -14,6 +14,28 @@ from .node_tsda_patch import AGF_CHOICES, ATTENTION_MODES
 from .node_types import GATES, LAYOUT
 
 
+GATES_INPUT = (GATES, {"tooltip": "AGF gates trained with AnyCrowd (AnyCrowd Load Adapter), used by tsda with agf_mode gated. Leave unconnected on stock checkpoints."})
+
+
+def sampling_inputs(per_segment: bool = False) -> dict:
+    """The attention and sampler widgets every AnyCrowd sampler node shows, in this order
+    (workflows store widget values by position). `per_segment` words the tooltips for the
+    long-video sampler, which samples each segment on its own."""
+    samplers, schedulers = sampler_names()
+    each = " per segment" if per_segment else ""
+    seed_note = "; segment s uses seed + s" if per_segment else " (same noise as KSampler for the same seed)"
+    return {
+        "attention_mode": (ATTENTION_MODES, {"default": "masked", "tooltip": "masked: training-free binding for stock checkpoints (recommended). tsda: the paper's tri-stage attention (needs AnyCrowd-trained weights). global: plain Wan attention, for comparison."}),
+        "agf_mode": (AGF_CHOICES, {"default": "gated", "tooltip": "Fusion of overlapping characters in tsda: gated (trained gates; equals mean without gates), mean or max. Ignored by masked and global."}),
+        "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": f"Seed of the initial noise{seed_note}."}),
+        "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": f"Sampling steps{each}."}),
+        "cfg": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance scale (Wan examples use about 6)."}),
+        "sampler_name": (samplers, {"default": "uni_pc" if "uni_pc" in samplers else samplers[0], "tooltip": "ComfyUI sampler (as in KSampler)."}),
+        "scheduler": (schedulers, {"default": "simple" if "simple" in schedulers else schedulers[0], "tooltip": "ComfyUI scheduler (as in KSampler); 'simple' is the usual choice for Wan."}),
+        "shift": ("FLOAT", {"default": WAN21_DEFAULT_SHIFT, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip": "Flow-matching sigma shift, set like the ModelSamplingSD3 node. 8.0 is what ComfyUI's Wan 2.1 model config uses by default; 0 keeps the model's own setting (e.g. from a ModelSamplingSD3 node before this one)."}),
+    }
+
+
 class AnyCrowdSampler:
     DESCRIPTION = (
         "TSDA-patched Wan sampler: samples the Wan 2.1 VACE model with AnyCrowd attention for the layout of "
@@ -28,7 +50,6 @@ class AnyCrowdSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        samplers, schedulers = sampler_names()
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "A Wan 2.1 VACE model from Load Diffusion Model (LoRAs and other patches may be applied first)."}),
@@ -36,18 +57,11 @@ class AnyCrowdSampler:
                 "negative": ("CONDITIONING", {"tooltip": "Negative conditioning from AnyCrowd IILR Encode."}),
                 "latent": ("LATENT", {"tooltip": "The latent from AnyCrowd IILR Encode (reference frames in front)."}),
                 "layout": (LAYOUT, {"tooltip": "Token layout from the same AnyCrowd IILR Encode node."}),
-                "attention_mode": (ATTENTION_MODES, {"default": "masked", "tooltip": "masked: training-free binding for stock checkpoints (recommended). tsda: the paper's tri-stage attention (needs AnyCrowd-trained weights). global: plain Wan attention, for comparison."}),
-                "agf_mode": (AGF_CHOICES, {"default": "gated", "tooltip": "Fusion of overlapping characters in tsda: gated (trained gates; equals mean without gates), mean or max. Ignored by masked and global."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed of the initial noise (same noise as KSampler for the same seed)."}),
-                "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "Sampling steps."}),
-                "cfg": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance scale (Wan examples use about 6)."}),
-                "sampler_name": (samplers, {"default": "uni_pc" if "uni_pc" in samplers else samplers[0], "tooltip": "ComfyUI sampler (as in KSampler)."}),
-                "scheduler": (schedulers, {"default": "simple" if "simple" in schedulers else schedulers[0], "tooltip": "ComfyUI scheduler (as in KSampler); 'simple' is the usual choice for Wan."}),
-                "shift": ("FLOAT", {"default": WAN21_DEFAULT_SHIFT, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip": "Flow-matching sigma shift, set like the ModelSamplingSD3 node. 8.0 is what ComfyUI's Wan 2.1 model config uses by default; 0 keeps the model's own setting (e.g. from a ModelSamplingSD3 node before this one)."}),
+                **sampling_inputs(),
                 "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Fraction of the schedule to run (1.0 for generation from noise)."}),
             },
             "optional": {
-                "gates": (GATES, {"tooltip": "AGF gates trained with AnyCrowd, used by tsda with agf_mode gated. Leave unconnected on stock checkpoints."}),
+                "gates": GATES_INPUT,
             },
         }
 
