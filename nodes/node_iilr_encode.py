@@ -232,14 +232,14 @@ class AnyCrowdIILREncode:
 
         num_ids = instances.num_identities
         if tracks is not None:
-            track_boxes, track_binding, redrawn = self._pose_tracks(tracks, boxes, track_masks, binding, instances,
+            track_boxes, track_binding, redrawn = self.pose_track_boxes(tracks, boxes, track_masks, binding, instances,
                                                                      length, src_size, (height, width))
             if redrawn is not None:
                 video = redrawn
         else:
-            track_boxes = self._track_boxes(boxes, track_masks, length, src_size)
+            track_boxes = self.text_or_mask_boxes(boxes, track_masks, length, src_size)
             box_frame = self._box_frame(track_masks, src_size)
-            track_boxes, track_binding = self._bind_boxes(binding, track_boxes, box_frame, num_ids)
+            track_boxes, track_binding = self.bind_box_tracks(binding, track_boxes, box_frame, num_ids)
             track_boxes = resize_boxes(track_boxes, box_frame, (height, width))
 
         decoupled = fit_instances(instances.instances, width, height)
@@ -281,7 +281,7 @@ class AnyCrowdIILREncode:
         return control_video[..., :3].float().cpu()
 
     @staticmethod
-    def _bind_boxes(binding: str, track_boxes: Tensor, frame_size, num_ids: int) -> tuple[Tensor, list[int]]:
+    def bind_box_tracks(binding: str, track_boxes: Tensor, frame_size, num_ids: int) -> tuple[Tensor, list[int]]:
         """(boxes of the bound tracks, character per bound track) for box tracks: the index form
         as before, or the pose syntax with box line numbers as track ids (no offsets)."""
         text = (binding or "").strip()
@@ -296,7 +296,7 @@ class AnyCrowdIILREncode:
         return track_boxes[torch.tensor(bound.sources, dtype=torch.long)], list(bound.identities)
 
     @staticmethod
-    def _pose_tracks(tracks, boxes, track_masks, binding, instances, length, video_size, out_size):
+    def pose_track_boxes(tracks, boxes, track_masks, binding, instances, length, video_size, out_size):
         """(boxes `[M', T, 4]` at the output size, character per track, redrawn control video or
         None) for pose tracks. The control video is redrawn from the bound tracks when the
         binding leaves tracks out or shifts copies, so the pose video shows exactly the bound motions."""
@@ -334,7 +334,9 @@ class AnyCrowdIILREncode:
         return video_size
 
     @staticmethod
-    def _track_boxes(boxes: str, track_masks, length: int, video_size: tuple[int, int]) -> Tensor:
+    def text_or_mask_boxes(boxes: str, track_masks, length: int, video_size: tuple[int, int]) -> Tensor:
+        """Track boxes `[M, length, 4]` (pixels of `video_size`) from the boxes text or the
+        per-character mask sequences, exactly one of which must be given."""
         has_text = has_boxes(boxes)
         if track_masks is not None:
             if has_text:

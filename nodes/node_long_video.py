@@ -127,13 +127,13 @@ def resolve_inputs(instances: DecoupledReference, control_video: Tensor, width: 
     video = control_video[..., :3].float().cpu()
     # the same binding rules and checks as AnyCrowd IILR Encode, over the whole video
     if tracks is not None:
-        track_boxes, ids, redrawn = AnyCrowdIILREncode._pose_tracks(
+        track_boxes, ids, redrawn = AnyCrowdIILREncode.pose_track_boxes(
             tracks, boxes, None, binding, instances, frames, src, (height, width))
         if redrawn is not None:  # the binding left tracks out or shifted copies: draw what is animated
             video = redrawn
     else:
-        parsed = AnyCrowdIILREncode._track_boxes(boxes, None, frames, src)
-        track_boxes, ids = AnyCrowdIILREncode._bind_boxes(binding, parsed, src, instances.num_identities)
+        parsed = AnyCrowdIILREncode.text_or_mask_boxes(boxes, None, frames, src)
+        track_boxes, ids = AnyCrowdIILREncode.bind_box_tracks(binding, parsed, src, instances.num_identities)
         track_boxes = resize_boxes(track_boxes, src, (height, width))
     face = None
     if face_video is not None:
