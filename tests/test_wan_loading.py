@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from anycrowd_core.errors import AnyCrowdError
-from anycrowd_core.wan import load_wan_vace, save_wan_vace
+from anycrowd_core.wan import inspect_wan_vace, load_wan_vace, save_wan_vace
 from tiny_wan import random_state_dict, tiny_config, tiny_inputs, tiny_model
 
 CFG = tiny_config()
@@ -142,3 +142,15 @@ def test_fp8_scaled_checkpoints_are_refused_with_advice():
     sd["scaled_fp8"] = torch.zeros(0)
     with pytest.raises(AnyCrowdError, match="fp8_scaled.*bf16 or fp16"):
         load(sd)
+
+
+def test_inspect_reads_the_config_from_the_header_and_refuses_like_the_loader(tmp_path):
+    cfg = tiny_config()
+    path = tmp_path / "tiny_vace.safetensors"
+    save_file(random_state_dict(cfg, 0, prefix="model.diffusion_model."), str(path))
+    assert inspect_wan_vace(path, num_heads=cfg.num_heads) == cfg
+    broken = random_state_dict(cfg, 0)
+    broken["blocks.2.ffn.2.bias"] = broken["blocks.2.ffn.2.bias"][:-1]
+    save_file(broken, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(AnyCrowdError, match=r"blocks.2.ffn.2.bias: \[63\], expected \[64\]"):
+        inspect_wan_vace(tmp_path / "bad.safetensors", num_heads=cfg.num_heads)

@@ -456,15 +456,7 @@ def check_base(m: ModelConfig):
             f"'model.base' is {m.base!r}: give the path of a Wan 2.1 VACE .safetensors checkpoint or one of "
             f"{', '.join(RANDOM_BASES)}."
         )
-    import torch
-    from anycrowd_core.wan import WanVaceModel
-    from anycrowd_core.wan import loading
+    from anycrowd_core.wan import inspect_wan_vace
 
-    # the core loader's own header checks, without reading tensors
-    shapes, _ = loading._open_safetensors(path)
-    shapes, _ = loading._strip_prefix(shapes)
-    wan_cfg = loading._check_kind(shapes, str(path), m.num_heads)
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in WanVaceModel(wan_cfg).state_dict().items()}
-    loading._check_keys(shapes, expected, str(path), wan_cfg)
-    return wan_cfg
+    # the core loader's own checks on the file header, without reading tensors
+    return inspect_wan_vace(path, m.num_heads)

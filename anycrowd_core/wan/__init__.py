@@ -5,7 +5,7 @@ state dict), `load_wan_vace` / `save_wan_vace` read and write `.safetensors` wei
 """
 
 from .config import PRESETS, WanVaceConfig
-from .loading import load_wan_vace, save_wan_vace
+from .loading import inspect_wan_vace, load_wan_vace, save_wan_vace
 from .model import WanVaceModel, sinusoidal_embedding
 from .random_init import random_state_dict, random_wan_vace
 from .rope import apply_rope, grid_positions, rope_axes, rope_cos_sin
@@ -16,6 +16,7 @@ __all__ = [
     "WanVaceModel",
     "apply_rope",
     "grid_positions",
+    "inspect_wan_vace",
     "load_wan_vace",
     "random_state_dict",
     "random_wan_vace",

@@ -44,11 +44,7 @@ def load_wan_vace(
         if not all(isinstance(v, torch.Tensor) for v in source.values()):
             raise AnyCrowdError(f"{name} must map key names to tensors.")
     shapes, rename = _strip_prefix(shapes)
-    cfg = _check_kind(shapes, name, num_heads)
-
-    with torch.device("meta"):
-        model = WanVaceModel(cfg)
-    _check_keys(shapes, {k: tuple(v.shape) for k, v in model.state_dict().items()}, name, cfg)
+    cfg, model = _checked_config(shapes, name, num_heads)
 
     if dtype is None:
         first = read(rename["blocks.0.self_attn.q.weight"])
@@ -59,6 +55,24 @@ def load_wan_vace(
         state_dict[key] = read(rename[key]).to(device=device, dtype=target)
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.eval()
+
+
+def inspect_wan_vace(path: str | os.PathLike, num_heads: int | None = None) -> WanVaceConfig:
+    """The config of a Wan 2.1 VACE `.safetensors` file, read from its header only (no
+    tensor is loaded): the same checks and errors as `load_wan_vace`, cheap enough to run
+    before any heavy work (e.g. when a training config is validated)."""
+    shapes, _ = _open_safetensors(Path(path))
+    shapes, _ = _strip_prefix(shapes)
+    return _checked_config(shapes, str(path), num_heads)[0]
+
+
+def _checked_config(shapes: Mapping[str, tuple], name: str, num_heads: int | None) -> tuple[WanVaceConfig, WanVaceModel]:
+    """Infer the config from the key shapes and check every key against a meta-device model."""
+    cfg = _check_kind(shapes, name, num_heads)
+    with torch.device("meta"):
+        model = WanVaceModel(cfg)
+    _check_keys(shapes, {k: tuple(v.shape) for k, v in model.state_dict().items()}, name, cfg)
+    return cfg, model
 
 
 def save_wan_vace(model: WanVaceModel, path: str | os.PathLike, prefix: str = "") -> None:
