@@ -56,7 +56,10 @@ def normalize(cls) -> dict:
             inputs[name] = [t, section]
             if t in WIDGET_TYPES:
                 widgets.append(name)
-                if opts.get("control_after_generate"):
+                control = opts.get("control_after_generate")
+                if control is None:  # the front end's legacy rule: INT seed / noise_seed get a control widget
+                    control = t == "INT" and name in ("seed", "noise_seed")
+                if control:
                     widgets.append(CONTROL)
             upload = upload or bool(opts.get("image_upload") or opts.get("video_upload"))
     if upload:

@@ -14,7 +14,8 @@ HERE = Path(__file__).resolve().parent
 UI_FILE = HERE / "anycrowd_wan21_vace_1.3B.json"
 API_FILE = HERE / "anycrowd_wan21_vace_1.3B_api.json"
 
-CONTROL = "__control_after_generate__"  # UI-only widget value after a seed widget
+CONTROL = "__control_after_generate__"  # UI-only widget value after a seed widget: the front end adds one
+# after every INT input declaring control_after_generate AND (legacy rule) every INT named seed / noise_seed
 UPLOAD = "__upload__"  # UI-only value of the upload button of Load Image / Load Video
 
 # Socket (non-widget) inputs and outputs (name, type) of each node type used, in order.
@@ -76,7 +77,7 @@ GRAPH = {
     10: ("MaskToImage", (400, 1240), (200, 26), {"mask": (8, 0)}, [], None),
     11: ("ImageBatch", (640, 1000), (210, 46), {"image1": (9, 0), "image2": (10, 0)}, [], "Batch the masks (add one per extra character)"),
     12: ("ImageToMask", (880, 1000), (210, 58), {"image": (11, 0)}, [("channel", "red")], None),
-    13: ("AnyCrowdInstanceDecoupler", (880, 460), (320, 150), {"image": (6, 0), "masks": (12, 0)}, [("reassign", False), ("seed", 0), ("background_fill", "gray"), ("anchor_frame", -1), ("align_binding", "")], None),
+    13: ("AnyCrowdInstanceDecoupler", (880, 460), (320, 150), {"image": (6, 0), "masks": (12, 0)}, [("reassign", False), ("seed", 0), (CONTROL, "fixed"), ("background_fill", "gray"), ("anchor_frame", -1), ("align_binding", "")], None),
     14: ("PreviewImage", (1240, 700), (420, 260), {"images": (13, 1)}, [], "Isolated characters + background"),
     15: ("LoadVideo", (420, 1600), (320, 330), {}, [("file", "anycrowd_pose.mp4"), (UPLOAD, "image")], "Driving pose video"),
     16: ("GetVideoComponents", (780, 1600), (230, 70), {"video": (15, 0)}, [], None),
