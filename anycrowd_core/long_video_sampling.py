@@ -28,7 +28,7 @@ from .long_video import (
     window_track_boxes,
     latent_count,
 )
-from .pipeline import AnimationInputs, SamplingSettings
+from .pipeline import AnimationInputs, SamplingSettings, check_request
 from .sampling import SamplingCancelled, cfg_denoiser, flow_denoiser, flow_sigmas, make_noise, sample, sigma_to_timestep
 from .wan import WanVaceModel
 
@@ -215,21 +215,6 @@ def _guided(model, conditioning: IILRConditioning, hook, positive, negative, set
     return cfg_denoiser(cond, make(negative), settings.cfg)
 
 
-def _check(inputs: AnimationInputs, positive, negative, settings: SamplingSettings) -> list[int]:
-    settings.validate()
-    if settings.cfg != 1.0 and negative is None:
-        raise AnyCrowdError("cfg != 1 needs a negative text embedding: pass `negative` or set cfg=1.")
-    video, boxes = inputs.control_video, inputs.track_boxes
-    if video.ndim != 4 or video.shape[-1] < 3:
-        raise AnyCrowdError(f"The control video must be [T, H, W, 3]; got shape {tuple(video.shape)}.")
-    if boxes.ndim != 3 or boxes.shape[-1] != 4 or boxes.shape[1] != video.shape[0]:
-        raise AnyCrowdError(
-            f"track_boxes must be [M, T, 4] with T = {video.shape[0]} (the control video's frames), got "
-            f"{tuple(boxes.shape)}: track the whole driving video."
-        )
-    return inputs.resolved_binding()
-
-
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -268,7 +253,7 @@ def animate_long(
     settings = settings or SamplingSettings()
     if strategy not in STRATEGIES:
         raise AnyCrowdError(f"Unknown long-video strategy {strategy!r}: choose one of {STRATEGIES}.")
-    binding = _check(inputs, positive, negative, settings)
+    binding = check_request(inputs, negative, settings)
     overlap = DEFAULT_OVERLAP[strategy] if overlap_frames is None else int(overlap_frames)
     decoupled = decouple_instances(
         inputs.reference_image, inputs.reference_masks, reassign=settings.reassign, seed=settings.seed

@@ -91,6 +91,23 @@ class AnimationResult:
     info: dict = field(default_factory=dict)
 
 
+def check_request(inputs: AnimationInputs, negative: Tensor | None, settings: SamplingSettings) -> list[int]:
+    """Everything about a request that can be checked before any encoding work; returns the
+    track -> identity binding. Shared by `animate` and the long-video samplers."""
+    settings.validate()
+    if settings.cfg != 1.0 and negative is None:
+        raise AnyCrowdError("cfg != 1 needs a negative text embedding: pass `negative` or set cfg=1.")
+    video, boxes = inputs.control_video, inputs.track_boxes
+    if video.ndim != 4 or video.shape[-1] < 3:
+        raise AnyCrowdError(f"The control video must be [T, H, W, 3]; got shape {tuple(video.shape)}.")
+    if boxes.ndim != 3 or boxes.shape[-1] != 4 or boxes.shape[1] != video.shape[0]:
+        raise AnyCrowdError(
+            f"track_boxes must be [M, T, 4] with T = {video.shape[0]} (the control video's frames), got "
+            f"{tuple(boxes.shape)}: track the whole driving video (one box, or a NaN row, per track and frame)."
+        )
+    return inputs.resolved_binding()
+
+
 def animate(
     model: WanVaceModel,
     codec: VideoCodec,
@@ -109,11 +126,7 @@ def animate(
     Wan); negative may be None when `settings.cfg == 1`.
     """
     settings = settings or SamplingSettings()
-    settings.validate()
-    if settings.cfg != 1.0 and negative is None:
-        raise AnyCrowdError("cfg != 1 needs a negative text embedding: pass `negative` or set cfg=1.")
-
-    binding = inputs.resolved_binding()
+    binding = check_request(inputs, negative, settings)
     decoupled = decouple_instances(
         inputs.reference_image, inputs.reference_masks, reassign=settings.reassign, seed=settings.seed
     )

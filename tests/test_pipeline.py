@@ -109,3 +109,9 @@ def test_demo_cli_reports_bad_sizes_without_traceback(tmp_path, capsys):
     code = demo_main(["--out", str(tmp_path), "--frames", "6", "--steps", "1"])
     assert code == 2
     assert "4n+1" in capsys.readouterr().err
+
+
+def test_boxes_for_another_frame_count_are_refused_before_any_encoding(model, scene):
+    inputs = AnimationInputs(scene.reference_image, scene.reference_masks, scene.pose_video, scene.track_boxes[:, :3])
+    with pytest.raises(AnyCrowdError, match=r"track_boxes must be \[M, T, 4\] with T = 5"):
+        animate(model, TestCodec(), inputs, text(model, 1), None, SamplingSettings(steps=1, cfg=1.0))
