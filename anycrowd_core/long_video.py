@@ -234,6 +234,15 @@ def plan_windows(num_frames: int, window_frames: int = 81, overlap_frames: int =
     _check_4n1(window_frames, "window_frames")
     if int(overlap_frames) != overlap_frames or overlap_frames < 0:
         raise AnyCrowdError(f"overlap_frames must be >= 0 pixel frames, got {overlap_frames!r}.")
+    window_latents = latent_count(int(window_frames))
+    if (int(overlap_frames) + TEMPORAL_FACTOR - 1) // TEMPORAL_FACTOR >= window_latents:
+        # worded in pixel frames, the unit the caller used
+        limit = TEMPORAL_FACTOR * (window_latents - 1)
+        raise AnyCrowdError(
+            f"overlap_frames {overlap_frames} is too large for windows of {window_frames} frames: the overlap "
+            f"must leave at least one new latent frame per window, so use at most {limit} "
+            f"(e.g. overlap_frames={min(16, limit)})."
+        )
     return plan_latent_windows(
         latent_count(padded_frame_count(int(num_frames))),
         latent_count(int(window_frames)),

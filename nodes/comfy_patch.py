@@ -78,52 +78,43 @@ def check_latent_matches_layout(latent: torch.Tensor, layout: TokenLayout) -> No
         )
 
 
-class AnyCrowdPatchedSelfAttention(nn.Module):
-    """Stands in for one ComfyUI `WanSelfAttention` (object patch on the MODEL clone).
+class AnyCrowdSelfAttentionForward:
+    """Object patch for `diffusion_model.<blocks|vace_blocks>.<i>.self_attn.forward`.
 
-    The ORIGINAL submodules (q, k, v, o, norm_q, norm_k) are registered under the same names,
-    so weight keys, LoRA patches and low-VRAM casting reach them unchanged. Without a hook in
-    `transformer_options["anycrowd"]`, in mode "global", or for a branch the hook does not
-    cover, it runs the original class's forward on those same submodules (bit-exact).
+    Patching `forward` (the key other packs patch too), not the module, leaves the layer and
+    its q, k, v, o, norm_q, norm_k exactly where they are, so weight keys, LoRA patches and
+    low-VRAM casting reach them unchanged, and a later patch of the same key simply wins.
+    Without a hook in `transformer_options["anycrowd"]`, in mode "global", or for a branch
+    the hook does not cover, it calls `fallback`: what `forward` was before this patch (the
+    original bound method, bit-exact, or an earlier pack's patch).
     """
 
-    def __init__(self, original: nn.Module, branch: str, index: int):
-        super().__init__()
-        if isinstance(original, AnyCrowdPatchedSelfAttention):  # re-patching: wrap the original once
-            original = original.wrapped
-        for name, child in original.named_children():
-            self.add_module(name, child)
-        for name, p in original.named_parameters(recurse=False):
-            self.register_parameter(name, p)
-        for name, b in original.named_buffers(recurse=False):
-            self.register_buffer(name, b)
-        for name, value in vars(original).items():  # num_heads, head_dim, eps, ...
-            if not name.startswith("_") and name != "training":
-                setattr(self, name, value)
-        self.train(original.training)
-        object.__setattr__(self, "wrapped", original)  # plain attribute: not a second submodule path
+    def __init__(self, module: nn.Module, fallback, branch: str, index: int):
+        if isinstance(fallback, AnyCrowdSelfAttentionForward):  # re-patching: one AnyCrowd level
+            fallback = fallback.fallback
+        self.module, self.fallback = module, fallback
         self.branch, self.index = branch, index
-        self._original_forward = type(original).forward
 
-    def forward(self, x, freqs, transformer_options={}, **kwargs):
+    def __call__(self, x, freqs, transformer_options={}, **kwargs):
         hook = transformer_options.get(HOOK_KEY)
         if hook is None or hook.mode == "global" or self.branch not in hook.branches:
-            return self._original_forward(self, x, freqs, transformer_options=transformer_options, **kwargs)
+            return self.fallback(x, freqs, transformer_options=transformer_options, **kwargs)
         return hook(x, self._ops(freqs))
 
     def _ops(self, freqs) -> SelfAttentionOps:
         from comfy.ldm.flux.math import apply_rope1
 
-        n, d = self.num_heads, self.head_dim
+        m = self.module
+        n, d = m.num_heads, m.head_dim
 
         def qkv(tokens):
             b, s = tokens.shape[:2]
-            q = apply_rope1(self.norm_q(self.q(tokens)).view(b, s, n, d), freqs)
-            k = apply_rope1(self.norm_k(self.k(tokens)).view(b, s, n, d), freqs)
-            return q, k, self.v(tokens).view(b, s, n, d)
+            q = apply_rope1(m.norm_q(m.q(tokens)).view(b, s, n, d), freqs)
+            k = apply_rope1(m.norm_k(m.k(tokens)).view(b, s, n, d), freqs)
+            return q, k, m.v(tokens).view(b, s, n, d)
 
         def out(o):
-            return self.o(o.flatten(-2))
+            return m.o(o.flatten(-2))
 
         return SelfAttentionOps(qkv=qkv, out=out, branch=self.branch, index=self.index)
 
@@ -177,8 +168,12 @@ def patch_model(
     for branch, blocks_name in (("dit", "blocks"), ("vace", "vace_blocks")):
         for i in range(len(getattr(dm, blocks_name))):
             key = f"diffusion_model.{blocks_name}.{i}.self_attn"
-            # get_model_object sees earlier object patches: we wrap whatever is there now
-            patched.add_object_patch(key, AnyCrowdPatchedSelfAttention(patched.get_model_object(key), branch, i))
+            # get_model_object sees earlier object patches: the layer (possibly replaced by
+            # another pack) and its forward (possibly patched by another pack) as they are now
+            module = patched.get_model_object(key)
+            # not `module.forward`: while another clone is loaded that may be its patch
+            fallback = patched.object_patches.get(f"{key}.forward", type(module).forward.__get__(module))
+            patched.add_object_patch(f"{key}.forward", AnyCrowdSelfAttentionForward(module, fallback, branch, i))
     patched.model_options["transformer_options"][HOOK_KEY] = hook
     if gates is not None:
         import comfy.model_patcher

@@ -237,14 +237,44 @@ def test_patching_a_clone_leaves_the_original_untouched(comfy, cp, base, layout)
     assert torch.equal(after, before) and not torch.equal(patched_out, before)
     assert base.object_patches == {} and "anycrowd" not in base.model_options["transformer_options"]
     assert type(base.model.diffusion_model.blocks[0].self_attn).__name__ == "WanSelfAttention"
+    assert all(k.endswith(".self_attn.forward") for k in patched.object_patches)
 
 
 def test_repatching_replaces_the_mode(comfy, cp, base, layout):
     inp = Inputs(layout)
     twice = cp.patch_model(cp.patch_model(base, layout, mode="tsda"), layout, mode="global")
     assert torch.equal(apply_model(comfy, twice, inp), apply_model(comfy, base, inp))
-    wrapper = twice.object_patches["diffusion_model.blocks.0.self_attn"]
-    assert type(wrapper.wrapped).__name__ == "WanSelfAttention"
+    patch = twice.object_patches["diffusion_model.blocks.0.self_attn.forward"]
+    assert patch.fallback.__func__ is type(patch.module).forward  # the original, one AnyCrowd level
+
+
+def test_another_packs_forward_patch_composes_and_nothing_outlives_the_run(comfy, cp, base, layout):
+    """Packs such as KJNodes object-patch `...self_attn.forward` (a method bound to the
+    original layer): before ours it becomes our fallback, after ours it wins; unloading
+    leaves the base model's layers running their own forward."""
+    inp = Inputs(layout)
+    plain = apply_model(comfy, base, inp)
+    key = "diffusion_model.blocks.0.self_attn"
+    calls = []
+    layer = base.get_model_object(key)
+
+    def other_forward(x, freqs, transformer_options={}, **kw):
+        calls.append(1)
+        return type(layer).forward(layer, x, freqs, transformer_options=transformer_options, **kw)
+
+    first = base.clone()
+    first.add_object_patch(f"{key}.forward", other_forward)
+    ours = cp.patch_model(first, layout, mode="global")
+    assert torch.equal(apply_model(comfy, ours, inp), plain) and calls
+    calls.clear()
+    after = cp.patch_model(base, layout, mode="masked").clone()
+    after.add_object_patch(f"{key}.forward", other_forward)
+    apply_model(comfy, after, inp)
+    assert calls  # the later patch of the same key wins, deterministically
+    comfy.model_management.unload_all_models()
+    calls.clear()
+    assert torch.equal(apply_model(comfy, base, inp), plain) and not calls
+    assert "forward" not in vars(layer) or vars(layer)["forward"].__func__ is type(layer).forward
 
 
 def test_layout_for_another_resolution_gives_a_readable_error_from_sampling(comfy, cp, base):

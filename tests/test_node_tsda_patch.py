@@ -146,24 +146,33 @@ class StandInSelfAttention(nn.Module):
         return self.o(torch.softmax(q @ k.transpose(1, 2) * freqs, -1) @ v)
 
 
-def test_patched_layer_reuses_the_original_submodules_under_the_same_names():
+def test_forward_patch_keeps_the_layer_and_unwraps_an_earlier_anycrowd_patch():
     torch.manual_seed(0)
     orig = StandInSelfAttention()
-    patched = patch_mod.AnyCrowdPatchedSelfAttention(orig, "vace", 1)
-    assert (patched.branch, patched.index, patched.num_heads, patched.head_dim) == ("vace", 1, 2, 4)
-    for name in ("q", "k", "v", "o", "norm_q", "norm_k"):
-        assert getattr(patched, name) is getattr(orig, name)
-    assert list(patched.state_dict()) == list(orig.state_dict())
-    assert all(a is b for a, b in zip(patched.parameters(), orig.parameters()))
-    # re-patching wraps the original, not the wrapper
-    again = patch_mod.AnyCrowdPatchedSelfAttention(patched, "vace", 1)
-    assert again.wrapped is orig and list(again.state_dict()) == list(orig.state_dict())
+    patch = patch_mod.AnyCrowdSelfAttentionForward(orig, orig.forward, "vace", 1)
+    assert (patch.branch, patch.index, patch.module) == ("vace", 1, orig)
+    # re-patching falls back to what was there before AnyCrowd, with one AnyCrowd level
+    again = patch_mod.AnyCrowdSelfAttentionForward(orig, patch, "vace", 1)
+    assert again.fallback == orig.forward
+
+
+def test_forward_patch_calls_an_earlier_packs_patch_when_it_falls_back():
+    orig = StandInSelfAttention()
+    calls = []
+
+    def other_pack_forward(x, freqs, transformer_options={}):
+        calls.append(x.shape)
+        return orig.forward(x, freqs, transformer_options=transformer_options)
+
+    patch = patch_mod.AnyCrowdSelfAttentionForward(orig, other_pack_forward, "dit", 0)
+    patch(torch.randn(1, 5, 8), torch.tensor(0.5), transformer_options={})
+    assert calls == [(1, 5, 8)]
 
 
 def test_patched_layer_falls_back_bit_exactly_without_hook_in_global_mode_and_other_branches():
     torch.manual_seed(0)
     orig = StandInSelfAttention()
-    patched = patch_mod.AnyCrowdPatchedSelfAttention(orig, "vace", 0)
+    patched = patch_mod.AnyCrowdSelfAttentionForward(orig, orig.forward, "vace", 0)
     x, freqs = torch.randn(2, 5, 8), torch.tensor(0.7)
     expected = orig(x, freqs)
     layout = small_layout()
