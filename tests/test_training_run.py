@@ -268,3 +268,31 @@ def test_cli_prepares_the_procedural_dataset_and_trains(tmp_path, capsys):
 
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["step"] == 3 and math.isfinite(result["last_loss"])
+
+
+def test_checkpointed_backward_does_not_record_the_agf_loss_again(tmp_path, samples):
+    """Gradient checkpointing re-runs every block in backward with the same hook; recording
+    the AGF loss there would keep a second graph per layer alive until backward ends."""
+    from anycrowd_core.attention import AnyCrowdAttention
+
+    recorded = []
+    real_call = AnyCrowdAttention.__call__
+
+    def spy(self, x, ops):
+        out = real_call(self, x, ops)
+        recorded.append(len(self._losses))
+        return out
+
+    cfg = config(tmp_path, "conditioning.text_dropout=0", "conditioning.reference_dropout=0")
+    trainer = Trainer(cfg, dataset=samples[:1])
+    trainer.setup()
+    trainer._unwrapped().wan.enable_gradient_checkpointing(True)
+    batch = trainer.make_batch(trainer._next_sample(), train=True)
+    AnyCrowdAttention.__call__ = spy
+    try:
+        loss, _, _ = trainer.compute_loss(batch)
+        after_forward = recorded[-1]
+        loss.backward()
+    finally:
+        AnyCrowdAttention.__call__ = real_call
+    assert recorded[-1] == after_forward  # the recomputation added nothing

@@ -9,8 +9,10 @@ checkpointed, so a resumed run repeats the uninterrupted one exactly (bit-identi
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,8 @@ class TrainModule(nn.Module):
         v = self.wan(x, t, context, vace_context, vace_strength=vace_strength, attention=hook,
                      rope_positions=rope_positions)
         loss = hook.agf_loss().to(v.device) if (hook is not None and record_agf) else v.new_zeros((), dtype=torch.float32)
+        if hook is not None:
+            hook.seal()  # a checkpointed backward re-runs the blocks with this hook: keep no copies
         return v, loss
 
 
@@ -249,10 +253,18 @@ class Trainer:
         raw, cache = root / "raw", root / "cache"
         if acc.is_main_process:
             manifest = raw / procedural_dataset.MANIFEST
+            params = {"clips": d.procedural_samples, "frames": d.procedural_frames, "height": d.procedural_height,
+                      "width": d.procedural_width, "seed": self.cfg.train.seed, "characters": d.procedural_characters}
+            stamp = raw / "generated_with.json"
+            if manifest.is_file() and (not stamp.is_file() or json.loads(stamp.read_text()) != params):
+                # other settings than these clips were made with: make them (and their cache) again
+                shutil.rmtree(raw)
+                shutil.rmtree(cache, ignore_errors=True)
             if not manifest.is_file():
                 procedural_dataset.generate(raw, clips=d.procedural_samples, frames=d.procedural_frames,
                                             height=d.procedural_height, width=d.procedural_width, seed=self.cfg.train.seed,
                                             min_characters=d.procedural_characters, max_characters=d.procedural_characters)
+                stamp.write_text(json.dumps(params))
             code = prepare.main([
                 "--manifest", str(manifest), "--out", str(cache), "--codec", "test",
                 "--width", str(d.procedural_width), "--height", str(d.procedural_height),
@@ -333,7 +345,7 @@ class Trainer:
         return Batch(
             x_t=x_t[None].to(dev), target=target[None].to(dev), t=t.to(dev), context=text.to(dev),
             vace_context=vace[None].to(dev), layout=sample.layout.to(dev),
-            vace_strength=float(getattr(sample, "vace_strength", cfg.model.vace_strength) * cfg.model.vace_strength),
+            vace_strength=float(getattr(sample, "vace_strength", 1.0) * cfg.model.vace_strength),
             loss_from=loss_from, rope_positions=None if rope is None else rope.to(dev), sigma=sigma,
         )
 
@@ -411,7 +423,8 @@ class Trainer:
             if cfg.optim.max_grad_norm:
                 acc.clip_grad_norm_(self.trainable, cfg.optim.max_grad_norm)
             self.optimizer.step()
-            self.scheduler.step()
+            if not acc.optimizer_step_was_skipped:  # fp16: the grad scaler skips overflowing steps
+                self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             totals = acc.reduce(totals.to(acc.device), reduction="mean").cpu()
@@ -492,7 +505,8 @@ class Trainer:
         return ckpt.save_checkpoint(
             self.ckpt_dir, self.accelerator, state,
             trainable=self.trainable_state(), optimizer_state=self.optimizer.state_dict(),
-            scheduler_state=self.scheduler.state_dict(),
+            scheduler_state={"scheduler": self.scheduler.state_dict(),
+                             "grad_scaler": None if self.accelerator.scaler is None else self.accelerator.scaler.state_dict()},
             # data position is per process too: shards differ in length when samples % processes != 0
             rng={**capture_rng(self.generator), "data_epoch": self.epoch, "data_position": self.position},
             extra=lambda folder: self.export(folder), keep=self.cfg.train.keep_checkpoints,
@@ -521,7 +535,9 @@ class Trainer:
             for n in self.param_names:
                 params[n].copy_(c.trainable[n].to(params[n].dtype))
         self.optimizer.load_state_dict(c.optimizer_state)
-        self.scheduler.load_state_dict(c.scheduler_state)
+        self.scheduler.load_state_dict(c.scheduler_state["scheduler"])
+        if acc.scaler is not None and c.scheduler_state.get("grad_scaler") is not None:
+            acc.scaler.load_state_dict(c.scheduler_state["grad_scaler"])
         restore_rng(c.rng, self.generator)
         self.step = c.state.step
         self.epoch = int(c.rng.get("data_epoch", c.state.epoch))

@@ -65,6 +65,7 @@ class AnyCrowdAttention:
         self._plans: dict[tuple[str, torch.device], object] = {}
         self._layouts: dict[torch.device, TokenLayout] = {}
         self._losses: list[Tensor] = []
+        self._sealed = False
 
     def __deepcopy__(self, memo):
         # ComfyUI deep-copies transformer_options on every model clone; one run, one hook
@@ -97,7 +98,9 @@ class AnyCrowdAttention:
         plan = self._plan("tsda", x.device)
         out, logw = tsda_attention(x, ops, plan, self.agf, gate)
         if self.record_agf_loss and logw is not None:
-            self._losses.append(agf_loss(logw, plan.labels[None], plan.valid[None]))
+            loss = agf_loss(logw, plan.labels[None], plan.valid[None])
+            if not self._sealed:  # computed either way: a checkpointed recompute must save the same tensors
+                self._losses.append(loss)
         return out
 
     def agf_loss(self) -> Tensor:
@@ -107,5 +110,12 @@ class AnyCrowdAttention:
             return torch.zeros(())
         return torch.stack(self._losses).mean()
 
+    def seal(self) -> None:
+        """Stop keeping AGF losses (the forward is done). Gradient checkpointing re-runs the
+        layers in backward with this same hook; keeping those copies would hold a second
+        graph per layer until backward ends."""
+        self._sealed = True
+
     def reset(self) -> None:
         self._losses.clear()
+        self._sealed = False
