@@ -119,7 +119,14 @@ class AnyCrowdSelfAttentionForward:
         return SelfAttentionOps(qkv=qkv, out=out, branch=self.branch, index=self.index)
 
 
-def _check_gates(gates: GateBank, dm) -> None:
+def check_gates(gates: GateBank, dm) -> None:
+    """AnyCrowdError unless `gates` is a GateBank that fits the diffusion model `dm`
+    (width, layer counts)."""
+    if not isinstance(gates, GateBank):
+        raise AnyCrowdError(
+            f"Expected AnyCrowd AGF gates, got {type(gates).__name__}: connect the gates output "
+            "of AnyCrowd Load Adapter, or leave it unconnected."
+        )
     want = (dm.dim, len(dm.blocks), len(dm.vace_blocks))
     got = (gates.dim, len(gates.dit), len(gates.vace))
     if got != want:
@@ -156,12 +163,7 @@ def patch_model(
         )
     dm = model.model.diffusion_model
     if gates is not None:
-        if not isinstance(gates, GateBank):
-            raise AnyCrowdError(
-                f"Expected AnyCrowd AGF gates, got {type(gates).__name__}: connect the gates output "
-                "of the AnyCrowd gates loader, or leave it unconnected."
-            )
-        _check_gates(gates, dm)
+        check_gates(gates, dm)
     hook = AnyCrowdAttention(layout, mode=mode, agf=agf, gates=gates, branches=branches)
 
     patched = model.clone()

@@ -187,10 +187,13 @@ def sample(
     positive: list,
     negative: list,
     denoise: float = 1.0,
+    preview_from: int = 0,
 ) -> Tensor:
     """Sample a LATENT with ComfyUI's machinery, like nodes.common_ksampler: same noise
     (comfy.sample.prepare_noise), same preview/progress callback (latent_preview), plus a
-    Cancel check after every step so cancelling works without the server's progress hook."""
+    Cancel check after every step so cancelling works without the server's progress hook.
+    `preview_from`: first latent frame the live preview shows (skip the reference frames:
+    ComfyUI's previewer shows a video latent's first frame)."""
     comfy_sample = require_comfy("comfy.sample", "AnyCrowd Sampler")
     latent_preview = require_comfy("latent_preview", "AnyCrowd Sampler")
     utils = require_comfy("comfy.utils", "AnyCrowd Sampler")
@@ -203,7 +206,7 @@ def sample(
         # main.py's progress hook checks Cancel too, but only when the server installed it
         # (not in headless executors or tests); checking here makes Cancel reliable.
         check_interrupted()
-        preview(step, x0, x, total_steps)
+        preview(step, x0[:, :, preview_from:], x, total_steps)
 
     return comfy_sample.sample(
         model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,

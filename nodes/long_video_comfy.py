@@ -160,9 +160,10 @@ class _Progress:
 
 
 def sample_latent(model, latent: Tensor, noise_mask: Tensor | None, options: SamplingOptions, positive, negative,
-                  seed: int, progress: _Progress, on_step: Callable | None = None) -> Tensor:
-    """comfy.sample.sample with the same noise as KSampler for `seed`, previews on the one
-    progress bar, Cancel checked after every step, and an optional on_step(step, x0, x)."""
+                  seed: int, progress: _Progress, on_step: Callable | None = None, preview_from: int = 0) -> Tensor:
+    """comfy.sample.sample with the same noise as KSampler for `seed`, previews (from latent
+    frame `preview_from`: past the reference frames) on the one progress bar, Cancel checked
+    after every step, and an optional on_step(step, x0, x)."""
     what = "AnyCrowd Long Video Sampler"
     comfy_sample = require_comfy("comfy.sample", what)
     latent_preview = require_comfy("latent_preview", what)
@@ -176,7 +177,7 @@ def sample_latent(model, latent: Tensor, noise_mask: Tensor | None, options: Sam
         check_interrupted()  # Cancel between steps, also without the server's progress hook
         if on_step is not None:
             on_step(step, x0, x)
-        preview = previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None
+        preview = previewer.decode_latent_to_preview_image("JPEG", x0[:, :, preview_from:]) if previewer else None
         progress.step(preview)
 
     return comfy_sample.sample(
@@ -217,7 +218,7 @@ def run_token_replace(model, codec, inputs: LongVideoInputs, positive, negative,
         patched = patch_model(model, clip.layout, mode=options.attention_mode, agf=options.agf_mode, gates=options.gates)
         hook = None if on_step is None else (lambda step, x0, x, s=seg.index: on_step(s, step, x0, x))
         samples = sample_latent(patched, latent, mask, options, clip.positive, clip.negative,
-                                options.seed + seg.index, progress, hook)
+                                options.seed + seg.index, progress, hook, preview_from=clip.trim)
         frames = codec.decode(samples[0, :, clip.trim :].float().cpu())
         out[seg.out] = frames[seg.keep]
         del samples, frames, patched
@@ -305,7 +306,8 @@ def run_sliding_window(model, codec, inputs: LongVideoInputs, positive, negative
     latent, _ = context_latent(clip.latent_shape, clip.trim, None)
     progress = _Progress(options.steps)
     hook = None if on_step is None else (lambda step, x0, x: on_step(0, step, x0, x))
-    samples = sample_latent(patched, latent, None, options, clip.positive, clip.negative, options.seed, progress, hook)
+    samples = sample_latent(patched, latent, None, options, clip.positive, clip.negative, options.seed, progress, hook,
+                            preview_from=clip.trim)
     frames = codec.decode(samples[0, :, clip.trim :].float().cpu())
     return frames[: inputs.num_frames].contiguous()
 

@@ -12,7 +12,7 @@ from anycrowd_core.codec import check_frame_size
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.long_video import plan_segments, plan_windows
 
-from .comfy_patch import check_wan_vace
+from .comfy_patch import check_gates, check_wan_vace
 from .comfy_runtime import ComfyVAECodec, apply_shift, resize_frames
 from .long_video_comfy import STRATEGIES, LongVideoInputs, SamplingOptions, run_sliding_window, run_token_replace
 from .node_decoupler import DecoupledReference
@@ -75,8 +75,8 @@ class AnyCrowdLongVideoSampler:
         try:
             if width is not None and height is not None:
                 check_frame_size(int(height), int(width), what="requested output (width x height)")
-            if segment_frames is not None and overlap_frames is not None:
-                _plan(strategy or "token_replace", max(int(segment_frames), 1), int(segment_frames), int(overlap_frames))
+            if strategy is not None and segment_frames is not None and overlap_frames is not None:
+                _plan(strategy, max(int(segment_frames), 1), int(segment_frames), int(overlap_frames))
         except AnyCrowdError as exc:
             return str(exc)
         return True
@@ -97,6 +97,13 @@ class AnyCrowdLongVideoSampler:
             raise AnyCrowdError("control_video must be an IMAGE batch [frames, H, W, 3] (the whole pose video).")
         frames = int(control_video.shape[0])
         _plan(strategy, frames, int(segment_frames), int(overlap_frames))
+        if attention_mode not in ATTENTION_MODES or agf_mode not in AGF_CHOICES:
+            raise AnyCrowdError(
+                f"attention_mode {attention_mode!r} / agf_mode {agf_mode!r}: choose attention_mode from "
+                f"{', '.join(ATTENTION_MODES)} and agf_mode from {', '.join(AGF_CHOICES)}."
+            )
+        if gates is not None:
+            check_gates(gates, model.model.diffusion_model)
         inputs = resolve_inputs(instances, control_video, width, height, boxes, binding, tracks, face_video,
                                 float(strength), float(face_strength), bool(background_reference))
         options = SamplingOptions(int(seed), int(steps), float(cfg), sampler_name, scheduler, attention_mode,

@@ -92,6 +92,7 @@ class AnyCrowdSampler:
         samples = sample(
             patched, latent, seed=int(seed), steps=int(steps), cfg=float(cfg), sampler_name=sampler_name,
             scheduler=scheduler, positive=positive, negative=negative, denoise=float(denoise),
+            preview_from=layout.num_ref_frames,
         )
         out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}
         out["samples"] = samples[:, :, layout.num_ref_frames :]

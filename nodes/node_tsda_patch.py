@@ -6,7 +6,7 @@ Thin glue over `comfy_patch.patch_model`; how the patch works: docs/comfyui_patc
 
 from __future__ import annotations
 
-from .comfy_patch import BRANCH_CHOICES, patch_model
+from .comfy_patch import patch_model
 from .node_types import GATES, LAYOUT
 
 ATTENTION_MODES = ["masked", "tsda", "global"]  # masked first: the default for stock checkpoints
@@ -60,17 +60,17 @@ class AnyCrowdTSDAPatch:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, attention_mode, agf_mode, branches):
+    def VALIDATE_INPUTS(cls, attention_mode=None, agf_mode=None, branches=None):
         # Naming these inputs replaces ComfyUI's own list check, so check them here in words.
+        # A widget converted to an input arrives as None here: its value is checked at run time.
         for name, value, choices in (
             ("attention_mode", attention_mode, ATTENTION_MODES),
             ("agf_mode", agf_mode, AGF_CHOICES),
             ("branches", branches, BRANCHES),
         ):
-            if value not in choices:
+            if value is not None and value not in choices:
                 return f"{name} {value!r} is not available: choose one of {', '.join(choices)}."
         return True
 
     def patch(self, model, layout, attention_mode, agf_mode, branches, gates=None):
-        return (patch_model(model, layout, mode=attention_mode, agf=agf_mode, gates=gates,
-                            branches=BRANCH_CHOICES[branches]),)
+        return (patch_model(model, layout, mode=attention_mode, agf=agf_mode, gates=gates, branches=branches),)

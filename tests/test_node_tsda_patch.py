@@ -182,3 +182,8 @@ def test_patched_layer_falls_back_bit_exactly_without_hook_in_global_mode_and_ot
         {"anycrowd": AnyCrowdAttention(layout, mode="masked", branches=("dit",))},
     ):
         assert torch.equal(patched(x, freqs, transformer_options=options), expected)
+
+
+def test_validate_inputs_accepts_widgets_converted_to_links():
+    # ComfyUI passes None for an input that is linked instead of set as a widget
+    assert Node.VALIDATE_INPUTS(attention_mode=None, agf_mode="gated", branches=None) is True
