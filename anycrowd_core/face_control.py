@@ -199,8 +199,9 @@ def _ellipse_masks(landmarks: np.ndarray, face_side: float, height: int, width: 
             continue
         lo, hi = pts.min(0), pts.max(0)
         cx, cy = (lo + hi) / 2
-        a = (hi[0] - lo[0]) / 2 * region_scale + region_margin * face_side
-        b = (hi[1] - lo[1]) / 2 * region_scale + region_margin * face_side
+        # at least a pixel: a closed mouth or an eye drawn as one row would divide by zero
+        a = max((hi[0] - lo[0]) / 2 * region_scale + region_margin * face_side, 1.0)
+        b = max((hi[1] - lo[1]) / 2 * region_scale + region_margin * face_side, 1.0)
         y0, y1 = max(int(math.floor(cy - b)), 0), min(int(math.ceil(cy + b)) + 1, height)
         x0, x1 = max(int(math.floor(cx - a)), 0), min(int(math.ceil(cx + a)) + 1, width)
         if y1 <= y0 or x1 <= x0:

@@ -136,7 +136,8 @@ def _as_float_tensor(x, name: str) -> Tensor:
             x = torch.as_tensor(x)
         except Exception as exc:
             raise AnyCrowdError(f"{name} must be a tensor or array, got {type(x).__name__}.") from exc
-    return x.float()
+    # the conditioning is built (and kept) on the CPU, whatever device the inputs came from
+    return x.detach().float().cpu()
 
 
 def encode_iilr(
@@ -252,6 +253,8 @@ def encode_control_stream(codec: VideoCodec, control_video, control_mask=None, *
     if num_ref_frames < 0:
         raise AnyCrowdError(f"num_ref_frames must be >= 0, got {num_ref_frames}.")
     mask = torch.ones((t, height, width)) if control_mask is None else _as_float_tensor(control_mask, "control mask")
+    if mask.ndim == 4 and mask.shape[-1] == 1:
+        mask = mask[..., 0]
     if tuple(mask.shape) != (t, height, width):
         raise AnyCrowdError(
             f"The control mask has shape {tuple(mask.shape)}; it must be [T, H, W] = [{t}, {height}, {width}]."

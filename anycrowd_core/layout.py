@@ -134,7 +134,7 @@ def boxes_from_masks(track_masks: Tensor) -> Tensor:
 
     def span(a: Tensor) -> tuple[Tensor, Tensor]:
         n = a.shape[-1]
-        idx = torch.arange(n, dtype=torch.float32)
+        idx = torch.arange(n, dtype=torch.float32, device=a.device)
         lo = torch.where(a, idx, torch.full_like(idx, float(n))).amin(-1)
         hi = torch.where(a, idx + 1, torch.zeros_like(idx)).amax(-1)
         return lo, hi

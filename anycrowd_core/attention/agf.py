@@ -82,14 +82,15 @@ def fuse_candidates(
         scores = gate(cands)
     else:
         scores = torch.zeros(cands.shape[:3], dtype=cands.dtype, device=cands.device)
-    logw = torch.log_softmax(scores.masked_fill(~valid, float("-inf")), dim=-1)
+    # float32 softmax and loss: in bf16/fp16 the AGF loss would be accumulated in low precision
+    logw = torch.log_softmax(scores.float().masked_fill(~valid, float("-inf")), dim=-1)
     logw = logw.masked_fill(~valid, 0.0)
-    w = logw.exp() * valid
+    w = (logw.exp() * valid).to(cands.dtype)
     fused = torch.einsum("bvc,bvcd->bvd", w, cands)
     return fused, logw
 
 
 def agf_loss(logw: Tensor, labels: Tensor, valid: Tensor) -> Tensor:
     """Eq. 5: mean over tokens (and batch) of -sum_c y_c log w_c; inputs `[B|1, V, C_max]`."""
-    ce = -(labels.to(logw.dtype) * logw * valid).sum(-1)
+    ce = -(labels.float() * logw.float() * valid).sum(-1)
     return ce.mean()
