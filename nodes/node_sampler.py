@@ -32,7 +32,8 @@ def sampling_inputs(per_segment: bool = False) -> dict:
         "cfg": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance scale (Wan examples use about 6)."}),
         "sampler_name": (samplers, {"default": "uni_pc" if "uni_pc" in samplers else samplers[0], "tooltip": "ComfyUI sampler (as in KSampler)."}),
         "scheduler": (schedulers, {"default": "simple" if "simple" in schedulers else schedulers[0], "tooltip": "ComfyUI scheduler (as in KSampler); 'simple' is the usual choice for Wan."}),
-        "shift": ("FLOAT", {"default": WAN21_DEFAULT_SHIFT, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip": "Flow-matching sigma shift, set like the ModelSamplingSD3 node. 8.0 is what ComfyUI's Wan 2.1 model config uses by default; 0 keeps the model's own setting (e.g. from a ModelSamplingSD3 node before this one)."}),
+        # default 0 = the model's own shift: 8.0 for Wan 2.1 unless a ModelSamplingSD3 node upstream set another
+        "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip": f"Flow-matching sigma shift, set like the ModelSamplingSD3 node. 0 (default) keeps the model's own: {WAN21_DEFAULT_SHIFT} for Wan 2.1, or what a ModelSamplingSD3 node before this one set."}),
     }
 
 
