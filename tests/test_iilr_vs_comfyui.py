@@ -16,6 +16,7 @@ from anycrowd_core.codec import TestCodec
 from anycrowd_core.decoupler import DecoupledInstances
 from anycrowd_core.iilr import comfy_vace_inputs, encode_iilr
 from anycrowd_core.scenes import make_scene
+from comfy_vae_stand_in import TestVAE
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(
@@ -35,14 +36,6 @@ def comfy_nodes_wan():
     return comfy_extras.nodes_wan, comfy.latent_formats
 
 
-class ComfyStyleVAE:
-    """ComfyUI's VAE.encode calling convention around our codec: [T,H,W,3] -> [1,16,T',h,w]."""
-
-    def __init__(self, codec):
-        self.codec = codec
-
-    def encode(self, pixels):
-        return self.codec.encode(pixels)[None]
 
 
 def single_identity(image: torch.Tensor) -> DecoupledInstances:
@@ -66,7 +59,7 @@ def test_single_identity_equals_wan_vace_to_video(comfy_nodes_wan):
 
     empty = [[torch.zeros(1, 1, 4), {}]]
     out = nodes_wan.WanVaceToVideo.execute(
-        empty, empty, ComfyStyleVAE(codec), 96, 64, 9, 1, 0.8,
+        empty, empty, TestVAE(seed=2), 96, 64, 9, 1, 0.8,
         control_video=scene.pose_video, control_masks=masks, reference_image=scene.reference_image[None],
     )
     positive, _, latent, trim = out.result if hasattr(out, "result") else out

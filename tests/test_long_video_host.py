@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from anycrowd_core.codec import TestCodec
 from anycrowd_core.long_video import plan_segments, plan_windows
 from anycrowd_core.pose.types import FACE, NUM_KEYPOINTS, PoseTracks
 from anycrowd_core.scenes import make_scene
 from comfy_host import import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_patcher
 from pack import REPO
+from comfy_vae_stand_in import TestVAE
 
 pytestmark = requires_comfyui
 
@@ -28,21 +28,6 @@ H, W, T = 64, 96, 17
 SEG, OVERLAP = 9, 5  # 9-frame segments: 1, 2, 3 segments for 9, 13, 17 frames
 
 
-class TestVAE:
-    """ComfyUI's VAE API around TestCodec (as in test_nodes_host.py)."""
-
-    __test__ = False
-
-    def __init__(self, seed: int = 0):
-        self.codec = TestCodec(seed)
-        self.encoded = []
-
-    def encode(self, pixels):
-        self.encoded.append(int(pixels.shape[0]))
-        return self.codec.encode(pixels[..., :3].float())[None]
-
-    def decode(self, latent):
-        return torch.stack([self.codec.decode(z.float()) for z in latent])
 
 
 def text_cond(seed: int, length: int = 6):

@@ -15,23 +15,13 @@ from anycrowd_core.pose.types import PoseTracks
 from anycrowd_core.scenes import make_scene
 from pack import load_pack
 from test_face_control import plant_tracks, static_centres
+from comfy_vae_stand_in import TestVAE
 
 pack = load_pack()
 nodes = pack.nodes
 H, W, T = 64, 96, 9
 
 
-class TestVAE:
-    __test__ = False
-
-    def __init__(self):
-        self.codec = TestCodec(0)
-
-    def encode(self, pixels):
-        return self.codec.encode(pixels[..., :3])[None]
-
-    def decode(self, latent):
-        return torch.stack([self.codec.decode(z) for z in latent])
 
 
 def text_cond(value: float = 0.0):

@@ -16,6 +16,7 @@ from anycrowd_core.iilr import comfy_vace_inputs, encode_iilr
 from anycrowd_core.layout import TokenLayout, build_token_layout
 from anycrowd_core.scenes import make_scene
 from pack import REPO, load_pack
+from comfy_vae_stand_in import TestVAE
 
 pack = load_pack()
 nodes = pack.nodes
@@ -27,22 +28,6 @@ KEYS = (
 )
 
 
-class TestVAE:
-    """ComfyUI's VAE API (`encode([T,H,W,C]) -> [1,16,T',h,w]`, `decode([B,16,L,h,w]) ->
-    [B,T,H,W,3]`) around the deterministic TestCodec."""
-
-    __test__ = False
-
-    def __init__(self, seed: int = 0):
-        self.codec = TestCodec(seed)
-        self.encode_calls = 0
-
-    def encode(self, pixels):
-        self.encode_calls += 1
-        return self.codec.encode(pixels[..., :3])[None]
-
-    def decode(self, latent):
-        return torch.stack([self.codec.decode(z) for z in latent])
 
 
 def text_cond(value: float = 0.0):

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from anycrowd_core.codec import TestCodec
 from anycrowd_core.scenes import make_scene
 from anycrowd_core.video_io import write_mp4, write_png
 from comfy_host import import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_patcher, tiny_vace_state_dict_file
 from pack import REPO
+from comfy_vae_stand_in import TestVAE
 
 pytestmark = requires_comfyui
 
@@ -34,19 +34,6 @@ TEXT_DIM = 4096  # umT5-XXL width: ComfyUI's Wan detection fixes text_dim 4096
 H, W, T = 64, 96, 9
 
 
-class TestVAE:
-    """ComfyUI's VAE API around TestCodec (a real Wan VAE is 127M parameters: too slow here)."""
-
-    __test__ = False
-
-    def __init__(self, seed: int = 0):
-        self.codec = TestCodec(seed)
-
-    def encode(self, pixels):
-        return self.codec.encode(pixels[..., :3].float())[None]
-
-    def decode(self, latent):
-        return torch.stack([self.codec.decode(z.float()) for z in latent])
 
 
 def text_cond(seed: int, length: int = 6):
