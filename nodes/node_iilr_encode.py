@@ -24,7 +24,7 @@ from anycrowd_core.decoupler import DecoupledInstances
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.iilr import comfy_vace_inputs, encode_iilr
 from anycrowd_core.layout import boxes_from_masks, build_token_layout
-from anycrowd_core.pose.binding import SYNTAX_HELP, Binding, _parse_clauses, identity_name, resolve_binding
+from anycrowd_core.pose.binding import SYNTAX_HELP, Binding, check_binding_syntax, identity_name, resolve_binding
 from anycrowd_core.pose.render import render_pose_video
 from anycrowd_core.pose.track_boxes import padded_track_boxes
 from anycrowd_core.pose.types import NUM_KEYPOINTS, PoseTracks
@@ -84,7 +84,7 @@ def check_binding_text(text: str) -> str | None:
     if not text or not text.strip() or text.strip().lower() == "auto" or is_simple_binding(text):
         return None
     try:
-        _parse_clauses(text, 26)
+        check_binding_syntax(text)
     except AnyCrowdError as exc:
         return (f"binding {text!r} is not a list of character indices ('0,1,2') nor a valid pose binding "
                 f"('A=0, B=1'): {exc}")

@@ -244,6 +244,12 @@ def _make_binding(tracks: PoseTracks, identities, sources, offsets, num_identiti
     )
 
 
+def check_binding_syntax(text: str) -> None:
+    """AnyCrowdError (with the position of the problem) if `text` is not valid binding syntax;
+    tracks and identity counts are not checked (for early validation before tracks exist)."""
+    _parse_clauses(text, len(LETTERS))
+
+
 def parse_binding(text: str, tracks: PoseTracks, num_identities: int) -> Binding:
     """Parse a binding string (see SYNTAX_HELP) against `tracks` and N reference identities.
 
