@@ -1,10 +1,11 @@
 """Procedural multi-character scenes with exact ground truth.
 
-Stick-figure characters with distinct colours, stripes and heads walk or dance over a
+Figures with two-tone clothing (an upper and a lower colour, so a swap and a blend of two
+characters look different even after the VAE's 8x pooling) walk, circle or dance over a
 textured background. Every quantity the pipeline needs (instance masks in the reference,
-occlusion-aware track masks, boxes, COCO-18 keypoints, an OpenPose-style pose video,
-depth order) is known exactly, so tests, the headless demo and smoke training can run
-without downloaded data.
+occlusion-aware track masks and part labels, boxes, COCO-18 keypoints, an OpenPose-style
+pose video with the same colours for everyone, depth order) is known exactly, so tests,
+the demo, the miniature's training data and the binding benchmark need no downloads.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ from .codec import check_frame_count, check_frame_size
 from .errors import AnyCrowdError
 from .pose.render import OPENPOSE_COLORS, OPENPOSE_LIMBS, draw_people  # noqa: F401 (re-exported)
 
-SCENARIOS = ("crossing", "exit_reenter", "static")
+SCENARIOS = ("crossing", "exit_reenter", "static", "swap", "group_crossing", "occlusion")
 
 # OpenPose / COCO-18 body order.
 KEYPOINT_NAMES = (
     "nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
     "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear",
 )
-# Part labels of a rendered character.
-_LIMB, _TORSO, _HEAD = 1, 2, 3
+# Part labels of a rendered character (values of `track_parts` / `reference_parts`).
+UPPER, LOWER, HEAD = 1, 2, 3
 
 
 @dataclass
@@ -49,10 +50,16 @@ class ProceduralScene:
         (occluded parts included; x1/y1 exclusive pixel edges), NaN where it is out of frame.
     keypoints: float `[N, T, 18, 3]` — COCO-18 x, y px and confidence (1 inside the frame,
         0 with x = y = 0 outside; occlusion by another character does not zero it).
-    pose_video: `[T, H, W, 3]` float 0..1 — OpenPose-style skeletons on black.
+    pose_video: `[T, H, W, 3]` float 0..1 — OpenPose-style skeletons on black, the same
+        limb colours for every person (the pose carries no identity cue).
     depth_order: long `[T, N]` — character indices back to front (painter's order): the
         character whose feet are lower in the image is closer to the camera.
-    colors: float `[N, 3, 3]` — (body, stripe, head) RGB of each character, 0..1.
+    colors: float `[N, 3, 3]` — (upper body, lower body, head) RGB of each character, 0..1.
+    track_parts: uint8 `[N, T, H, W]` — visible part label per pixel (0 none, UPPER = torso
+        and arms, LOWER = hips and legs, HEAD); `track_masks == track_parts > 0`.
+    reference_parts: uint8 `[N, H, W]` — part labels of the reference figures.
+    body_area: float `[N, T]` — pixels of each whole in-frame body, occluded parts
+        included (visible pixels / body_area = how much of the character is unoccluded).
     """
 
     reference_image: Tensor
@@ -67,6 +74,9 @@ class ProceduralScene:
     depth_order: Tensor
     colors: Tensor
     scenario: str
+    track_parts: Tensor
+    reference_parts: Tensor
+    body_area: Tensor
 
     @property
     def num_characters(self) -> int:
@@ -75,6 +85,22 @@ class ProceduralScene:
     @property
     def num_frames(self) -> int:
         return int(self.video.shape[0])
+
+    def video_for_binding(self, binding) -> Tensor:
+        """`[T, H, W, 3]` ground truth when track i is animated by identity `binding[i]`:
+        each visible part of track i painted in that identity's colour (`binding` =
+        range(N) gives `video`)."""
+        binding = [int(b) for b in binding]
+        if len(binding) != self.num_characters or not all(0 <= b < self.num_characters for b in binding):
+            raise AnyCrowdError(
+                f"binding must give one identity index in 0..{self.num_characters - 1} per track "
+                f"({self.num_characters} tracks), got {binding}."
+            )
+        video = self.background.expand_as(self.video).clone()
+        for i, k in enumerate(binding):
+            for part in (UPPER, LOWER, HEAD):
+                video[self.track_parts[i] == part] = self.colors[k, part - 1]
+        return video
 
 
 def _skeleton(x: float, y_feet: float, size: float, phase: float, style: str, amount: float) -> np.ndarray:
@@ -128,33 +154,33 @@ def _skeleton(x: float, y_feet: float, size: float, phase: float, style: str, am
 
 
 def _render_parts(kp: np.ndarray, size: float, height: int, width: int) -> np.ndarray:
-    """Part-label image uint8 `[H, W]` (0 empty, limb, torso, head) of one figure."""
+    """Part-label image uint8 `[H, W]` (0 empty, UPPER, LOWER, HEAD) of one figure.
+
+    Limbs are drawn thick and the hips filled down to the knees (shorts), so both tones
+    cover several 8x8 blocks of a VAE and survive its pooling.
+    """
     labels = np.zeros((height, width), dtype=np.uint8)
-    thick = max(2, int(round(size / 8.0 * 0.55)))
+    u = size / 8.0
+    arm = max(2, int(round(0.7 * u)))
+    leg = max(3, int(round(0.9 * u)))
     p = np.round(kp).astype(np.int32)
     for a, b in ((8, 9), (9, 10), (11, 12), (12, 13)):
-        cv2.line(labels, tuple(p[a]), tuple(p[b]), _LIMB, thick + 1, cv2.LINE_8)
+        cv2.line(labels, tuple(p[a]), tuple(p[b]), LOWER, leg, cv2.LINE_8)
+    cv2.fillPoly(labels, [np.stack([p[8], p[11], p[12], p[9]])], LOWER)
     torso = np.stack([p[1] + [0, -1], p[2], p[8], p[11], p[5]])
-    cv2.fillPoly(labels, [torso], _TORSO)
-    cv2.line(labels, tuple(p[1]), tuple(p[1] + [0, int(round(size / 8.0 * 0.3))]), _TORSO, thick)
+    cv2.fillPoly(labels, [torso], UPPER)
+    cv2.line(labels, tuple(p[1]), tuple(p[1] + [0, int(round(u * 0.3))]), UPPER, arm)
     for a, b in ((2, 3), (3, 4), (5, 6), (6, 7)):
-        cv2.line(labels, tuple(p[a]), tuple(p[b]), _LIMB, thick, cv2.LINE_8)
+        cv2.line(labels, tuple(p[a]), tuple(p[b]), UPPER, arm, cv2.LINE_8)
     head_c = np.round((kp[16] + kp[17]) / 2.0).astype(np.int32)
-    cv2.circle(labels, tuple(head_c), max(2, int(round(size / 8.0 * 0.62))), _HEAD, -1)
+    cv2.circle(labels, tuple(head_c), max(2, int(round(u * 0.62))), HEAD, -1)
     return labels
 
 
-def _paint(canvas: np.ndarray, labels: np.ndarray, colors: np.ndarray, stripe_axis: int, stripe: int) -> None:
-    """Paint one character's parts onto `canvas` in place (torso striped, head its own colour)."""
-    ys, xs = np.nonzero(labels)
-    if ys.size == 0:
-        return
-    part = labels[ys, xs]
-    coord = (ys, xs, ys + xs)[stripe_axis]
-    striped = (coord // stripe) % 2 == 1
-    rgb = np.where((part == _HEAD)[:, None], colors[2], colors[0])
-    rgb = np.where(((part == _TORSO) & striped)[:, None], colors[1], rgb)
-    canvas[ys, xs] = rgb
+def _paint(canvas: np.ndarray, labels: np.ndarray, colors: np.ndarray) -> None:
+    """Paint one character's parts onto `canvas` in place, each part in its own colour."""
+    for part in (UPPER, LOWER, HEAD):
+        canvas[labels == part] = colors[part - 1]
 
 
 def _background(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -180,14 +206,18 @@ def _background(height: int, width: int, rng: np.random.Generator) -> np.ndarray
 
 
 def _character_colors(num: int, rng: np.random.Generator) -> np.ndarray:
-    """`[N, 3, 3]` (body, stripe, head) colours; bodies evenly spaced in hue, saturated."""
+    """`[N, 3, 3]` (upper, lower, head) colours. Upper hues are evenly spaced; lower hues
+    are the same set rotated by about half a turn and darker, so no two characters share
+    a tone and the blend of two characters matches neither."""
     offset = rng.uniform(0, 1)
+    shift = num // 2 if num > 1 else 0
     out = np.zeros((num, 3, 3))
     for i in range(num):
         h = (offset + i / num) % 1.0
+        h_low = (offset + ((i + shift) % num + 0.5) / num) % 1.0
         out[i, 0] = colorsys.hsv_to_rgb(h, 0.85, 0.95)
-        out[i, 1] = colorsys.hsv_to_rgb(h, 0.9, 0.35)
-        out[i, 2] = colorsys.hsv_to_rgb((h + 0.5) % 1.0, 0.45, 1.0)
+        out[i, 1] = colorsys.hsv_to_rgb(h_low, 0.8, 0.5)
+        out[i, 2] = colorsys.hsv_to_rgb(h_low, 0.35, 1.0)
     return out
 
 
@@ -221,8 +251,12 @@ def make_scene(
     scenario: "crossing" — characters swap sides, passing in front of/behind each other at
     different depths; "exit_reenter" — character 0 walks out of the left edge and comes
     back while the others dance in place; "static" — everyone dances in place at their
-    reference position (no translation, limbs still move).
-    style: "walk" | "dance" | None (None: crossing walks, the others dance).
+    reference position (no translation, limbs still move); "swap" — neighbours circle
+    around each other in pairs and end on each other's spot, one passing in front;
+    "group_crossing" — the left and the right half of the group walk through each other;
+    "occlusion" — character 0 walks across the whole row, in front of some characters and
+    behind others, while they dance in place.
+    style: "walk" | "dance" | None (None: the travelling scenarios walk, the others dance).
     """
     if scenario not in SCENARIOS:
         raise AnyCrowdError(f"Unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}.")
@@ -243,12 +277,11 @@ def make_scene(
             f"{n} characters do not fit side by side in a {width}px wide scene (figures would be "
             f"{size:.0f}px tall). Use a wider scene (e.g. width {16 * math.ceil(n * 40 / 16)}) or fewer characters."
         )
-    walk_style = style or ("walk" if scenario == "crossing" else "dance")
+    travelling = scenario in ("crossing", "swap", "group_crossing")
+    walk_style = style or ("walk" if travelling else "dance")
 
     background = _background(hgt, wid, rng)
     colors = _character_colors(n, rng)
-    stripe_axis = [int(rng.integers(0, 3)) for _ in range(n)]
-    stripe = max(2, int(round(size / 16)))
     base_feet = hgt * 0.9
     slots = (np.arange(n) + 0.5) * spacing
     phases = rng.uniform(0, 2 * math.pi, size=n)
@@ -256,47 +289,20 @@ def make_scene(
 
     # Reference: neutral pose, evenly spaced, same depth.
     ref_img = background.copy()
-    ref_masks = np.zeros((n, hgt, wid), dtype=bool)
+    ref_parts = np.zeros((n, hgt, wid), dtype=np.uint8)
     ref_kps = np.zeros((n, 18, 3))
     for i in range(n):
         kp = _skeleton(slots[i], base_feet, size, 0.0, "walk", 0.0)
-        labels = _render_parts(kp, size, hgt, wid)
-        _paint(ref_img, labels, colors[i], stripe_axis[i], stripe)
-        ref_masks[i] = labels > 0
+        ref_parts[i] = _render_parts(kp, size, hgt, wid)
+        _paint(ref_img, ref_parts[i], colors[i])
         ref_kps[i] = _with_confidence(kp, hgt, wid)
 
-    # Paths: feet position per character per frame.
-    tt = np.arange(t_len)
-    u = tt / max(t_len - 1, 1)
-    xs = np.zeros((n, t_len))
-    feet = np.zeros((n, t_len))
-    depth_offsets = (np.arange(n) - (n - 1) / 2) * min(6.0, 0.08 * hgt)
-    depth_offsets = depth_offsets[rng.permutation(n)]
-    if scenario == "crossing":
-        ease = u * u * (3 - 2 * u)
-        for i in range(n):
-            start, end = slots[i], slots[n - 1 - i]
-            if start == end:  # the middle one (odd n) or a lone character sways instead
-                end = start + 0.35 * spacing
-                ease_i = np.sin(np.pi * u)
-            else:
-                ease_i = ease
-            xs[i] = start + (end - start) * ease_i
-            feet[i] = base_feet + depth_offsets[i]
-    elif scenario == "exit_reenter":
-        for i in range(n):
-            xs[i] = slots[i] + 0.05 * spacing * np.sin(2 * np.pi * u + phases[i])
-            feet[i] = base_feet + depth_offsets[i] * 0.5
-        # Walk out over the first third, stay out for the middle third, walk back in.
-        out_dist = slots[0] + 0.6 * size  # far enough that the whole figure leaves
-        xs[0] = slots[0] - out_dist * np.clip(3.0 * np.minimum(u, 1.0 - u), 0.0, 1.0)
-    else:
-        xs[:] = slots[:, None]
-        feet[:] = base_feet
+    xs, feet = _paths(scenario, n, t_len, slots, spacing, size, base_feet, hgt, phases, rng)
 
     video = np.repeat(background[None], t_len, axis=0)
-    track_masks = np.zeros((n, t_len, hgt, wid), dtype=bool)
+    parts = np.zeros((n, t_len, hgt, wid), dtype=np.uint8)
     boxes = np.full((n, t_len, 4), np.nan)
+    area = np.zeros((n, t_len))
     kps = np.zeros((n, t_len, 18, 3))
     depth = np.zeros((t_len, n), dtype=np.int64)
     pose = np.zeros((t_len, hgt, wid, 3), dtype=np.uint8)
@@ -307,29 +313,95 @@ def make_scene(
             labels_f.append(_render_parts(kp, size, hgt, wid))
             kps[i, f] = _with_confidence(kp, hgt, wid)
             boxes[i, f] = _box(labels_f[i] > 0)
+            area[i, f] = float((labels_f[i] > 0).sum())
         order = np.lexsort((np.arange(n), feet[:, f]))  # back to front; ties: higher index in front
         depth[f] = order
-        for i in order:
-            _paint(video[f], labels_f[i], colors[i], stripe_axis[i], stripe)
         covered = np.zeros((hgt, wid), dtype=bool)
         for i in order[::-1]:
             body = labels_f[i] > 0
-            track_masks[i, f] = body & ~covered
+            parts[i, f] = np.where(body & ~covered, labels_f[i], 0)
             covered |= body
+            _paint(video[f], parts[i, f], colors[i])
         draw_people(pose[f], kps[:, f])  # the project's one pose renderer
 
     as_t = lambda a, dt=torch.float32: torch.from_numpy(np.ascontiguousarray(a)).to(dt)  # noqa: E731
+    parts_t = torch.from_numpy(parts)
+    ref_parts_t = torch.from_numpy(ref_parts)
     return ProceduralScene(
         reference_image=as_t(ref_img),
-        reference_masks=torch.from_numpy(ref_masks),
+        reference_masks=ref_parts_t > 0,
         reference_keypoints=as_t(ref_kps),
         video=as_t(video),
         background=as_t(background),
-        track_masks=torch.from_numpy(track_masks),
+        track_masks=parts_t > 0,
         track_boxes=as_t(boxes),
         keypoints=as_t(kps),
         pose_video=torch.from_numpy(pose).float().div_(255.0),
         depth_order=torch.from_numpy(depth),
         colors=as_t(colors),
         scenario=scenario,
+        track_parts=parts_t,
+        reference_parts=ref_parts_t,
+        body_area=as_t(area),
     )
+
+
+def _paths(scenario: str, n: int, t_len: int, slots: np.ndarray, spacing: float, size: float, base_feet: float,
+           hgt: int, phases: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Feet x and y `[N, T]` of every character in every frame for `scenario`."""
+    u = np.arange(t_len) / max(t_len - 1, 1)
+    ease = u * u * (3 - 2 * u)
+    xs = np.repeat(slots[:, None], t_len, axis=1).astype(np.float64)
+    feet = np.full((n, t_len), base_feet)
+    depth_step = min(6.0, 0.08 * hgt)
+    depth_offsets = (np.arange(n) - (n - 1) / 2) * depth_step
+    depth_offsets = depth_offsets[rng.permutation(n)]
+    sway = 0.05 * spacing * np.sin(2 * np.pi * u[None] + phases[:, None])
+    if scenario == "crossing":
+        for i in range(n):
+            start, end = slots[i], slots[n - 1 - i]
+            if start == end:  # the middle one (odd n) or a lone character sways instead
+                xs[i] = start + 0.35 * spacing * np.sin(np.pi * u)
+            else:
+                xs[i] = start + (end - start) * ease
+            feet[i] = base_feet + depth_offsets[i]
+    elif scenario == "exit_reenter":
+        xs = slots[:, None] + sway
+        feet = base_feet + depth_offsets[:, None] * 0.5 + 0 * u[None]
+        # Walk out over the first third, stay out for the middle third, walk back in.
+        out_dist = slots[0] + 0.6 * size  # far enough that the whole figure leaves
+        xs[0] = slots[0] - out_dist * np.clip(3.0 * np.minimum(u, 1.0 - u), 0.0, 1.0)
+    elif scenario == "swap":
+        # Pairs (0,1), (2,3), ... turn half a circle around their midpoint; the one whose
+        # path bows towards the camera passes in front. An odd one out sways in place.
+        for a in range(0, n - 1, 2):
+            b = a + 1
+            mid, half = (slots[a] + slots[b]) / 2, (slots[b] - slots[a]) / 2
+            angle = np.pi * ease
+            xs[a] = mid - half * np.cos(angle)
+            xs[b] = mid + half * np.cos(angle)
+            bow = 2.5 * depth_step * np.sin(angle)
+            front = a if rng.random() < 0.5 else b
+            feet[front] = base_feet + bow
+            feet[b if front == a else a] = base_feet - bow
+        if n % 2:
+            xs[n - 1] = slots[n - 1] + sway[n - 1]
+    elif scenario == "group_crossing":
+        # The left half walks right by half the frame while the right half walks left.
+        left = np.arange(n) < n / 2
+        dist = np.where(left, 1.0, -1.0) * spacing * max(n // 2, 1)
+        if n == 1:
+            dist[:] = 0.35 * spacing
+        for i in range(n):
+            xs[i] = slots[i] + dist[i] * ease
+            feet[i] = base_feet + depth_offsets[i]
+    elif scenario == "occlusion":
+        # Character 0 walks from beyond the left-most slot to beyond the right-most one,
+        # alternately in front of and behind the others, who dance in place.
+        xs = slots[:, None] + sway
+        feet = base_feet + 0 * xs
+        xs[0] = slots[0] - 0.3 * spacing + (slots[-1] - slots[0] + 0.6 * spacing) * ease
+        for i in range(1, n):
+            feet[i] = base_feet + (depth_step if i % 2 else -depth_step)
+    # "static": everyone stays at their slot (limbs still move)
+    return xs, feet
