@@ -152,8 +152,12 @@ class Trainer:
         if cfg.model.gradient_checkpointing:
             wan.enable_gradient_checkpointing(True)
         lo = cfg.lora
-        self.lora_paths = apply_lora(wan, rank=lo.rank, alpha=lo.alpha, targets=lo.targets, branches=lo.branches,
-                                     dropout=lo.dropout, seed=lo.init_seed)
+        if cfg.model.training == "full":  # every base weight trains (a miniature base from scratch)
+            wan.requires_grad_(True)
+            self.lora_paths = []
+        else:
+            self.lora_paths = apply_lora(wan, rank=lo.rank, alpha=lo.alpha, targets=lo.targets,
+                                         branches=lo.branches, dropout=lo.dropout, seed=lo.init_seed)
         self.train_gates = cfg.model.attention == "tsda" and cfg.model.agf == "gated"
         gates = None
         if self.train_gates:
@@ -240,6 +244,15 @@ class Trainer:
         from .dataset import CachedSamples
 
         d = self.cfg.data
+        if d.source == "scenes":
+            from .scene_samples import SceneSamples, scene_specs
+
+            sc = d.scenes
+            specs = scene_specs(d.procedural_samples, seed=self.cfg.train.seed, frames=sc.frames, widths=sc.widths,
+                                height=sc.height, min_characters=sc.min_characters,
+                                max_characters=sc.max_characters, scenarios=sc.scenarios,
+                                cross_driven=sc.cross_driven)
+            return SceneSamples(specs, self.wan_cfg.text_dim)
         cache = Path(d.cache_dir) if d.source == "cache" else self._procedural_cache()
         return CachedSamples(cache)
 
@@ -422,6 +435,7 @@ class Trainer:
                 totals += torch.stack([loss.detach(), fm.detach(), agf.detach()]).float().cpu() / accum
             if cfg.optim.max_grad_norm:
                 acc.clip_grad_norm_(self.trainable, cfg.optim.max_grad_norm)
+            lr_used = float(self.scheduler.get_last_lr()[0])  # the rate of this step, logged below
             self.optimizer.step()
             if not acc.optimizer_step_was_skipped:  # fp16: the grad scaler skips overflowing steps
                 self.scheduler.step()
@@ -429,7 +443,7 @@ class Trainer:
             self.step += 1
             totals = acc.reduce(totals.to(acc.device), reduction="mean").cpu()
             record = {"step": self.step, "loss": float(totals[0]), "fm": float(totals[1]), "agf": float(totals[2]),
-                      "lr": float(self.scheduler.get_last_lr()[0]), "sigma": sum(sigmas) / len(sigmas),
+                      "lr": lr_used, "sigma": sum(sigmas) / len(sigmas),
                       "time": time.perf_counter()}
             self.history.append(record)
             elapsed = time.perf_counter() - started
@@ -547,8 +561,9 @@ class Trainer:
             self.log(f"resumed from {path} at step {self.step} (epoch {self.epoch}, position {self.position})")
 
     def export(self, folder: Path) -> dict[str, Path]:
-        """Write `<name>_lora.safetensors` (+ `<name>_gates.safetensors`) into `folder` (main process)."""
-        from .export import save_gates, save_lora
+        """Write `<name>_lora.safetensors` (+ `<name>_gates.safetensors`) into `folder` (main
+        process); with model.training=full the whole model as `<name>.safetensors` instead."""
+        from .export import save_full_model, save_gates, save_lora
 
         if not self.accelerator.is_main_process:
             return {}
@@ -556,6 +571,13 @@ class Trainer:
         extra = {"attention": cfg.model.attention, "agf": cfg.model.agf, "step": str(self.step),
                  "targets": ",".join(cfg.lora.targets), "branches": ",".join(cfg.lora.branches),
                  "shifted_rope": str(cfg.model.shifted_rope).lower()}
+        if cfg.model.training == "full":
+            out = {"model": save_full_model(Path(folder) / f"{cfg.output.name}.safetensors", module.wan,
+                                            config_hash=cfg.hash(), extra=extra)}
+            if module.gates is not None:
+                out["gates"] = save_gates(Path(folder) / f"{cfg.output.name}_gates.safetensors", module.gates,
+                                          self.wan_cfg, config_hash=cfg.hash(), extra=extra)
+            return out
         out = {"lora": save_lora(Path(folder) / f"{cfg.output.name}_lora.safetensors", lora_weights(module.wan), self.wan_cfg,
                                  rank=cfg.lora.rank, alpha=cfg.lora.alpha, config_hash=cfg.hash(), extra=extra)}
         if module.gates is not None:
