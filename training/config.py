@@ -47,9 +47,12 @@ class ModelConfig:
     attention: tsda (paper) | masked | global; agf: gated | mean | max (gates train only for gated tsda).
     shifted_rope: RealisDance-DiT shifted RoPE for the reference frames (off: ComfyUI's Wan
     model does not do it, so an adapter trained with it needs an inference path that does).
+    training: lora (LoRA + gates on a frozen base, the AnyCrowd fine-tune) | full (every
+    base weight trains, e.g. a miniature base from scratch; no LoRA; exports the model).
     """
 
     base: str = "random-tiny"
+    training: str = "lora"
     num_heads: int | None = None
     dtype: str = "fp32"
     attention: str = "tsda"
@@ -74,11 +77,30 @@ class LoraConfig:
 
 
 @dataclass
+class SceneDataConfig:
+    """`data.source: scenes` (training/scene_samples.py): procedural scenes rendered in memory
+    with the miniature's codec. Per sample: characters in [min_characters, max_characters],
+    frames / width from the lists, a scenario from `scenarios`, and a reassigned
+    (cross-driven) reference with probability `cross_driven`."""
+
+    frames: list[int] = field(default_factory=lambda: [9])
+    height: int = 128
+    widths: list[int] = field(default_factory=lambda: [192])
+    min_characters: int = 1
+    max_characters: int = 4
+    scenarios: list[str] = field(default_factory=lambda: ["crossing", "exit_reenter", "static", "swap",
+                                                          "group_crossing", "occlusion"])
+    cross_driven: float = 0.0
+
+
+@dataclass
 class DataConfig:
     """source: cache (the folder `python -m training.prepare` wrote) | procedural (generated
-    on the fly, see training/procedural_dataset.py). val_samples are held out of training."""
+    on the fly, see training/procedural_dataset.py) | scenes (in memory, see `scenes`).
+    val_samples are held out of training; procedural_samples sizes procedural and scenes."""
 
     source: str = "cache"
+    scenes: SceneDataConfig = field(default_factory=SceneDataConfig)
     cache_dir: str | None = None
     procedural_samples: int = 8
     procedural_frames: int = 9
@@ -376,6 +398,10 @@ def validate(cfg: RunConfig, *, check_files: bool = True) -> None:
     m, lo, d, ts, c, o, t = cfg.model, cfg.lora, cfg.data, cfg.timesteps, cfg.conditioning, cfg.optim, cfg.train
     _choice(m.dtype, ("fp32", "bf16", "fp16"), "model.dtype")
     _choice(m.attention, ("tsda", "masked", "global"), "model.attention")
+    _choice(m.training, ("lora", "full"), "model.training")
+    if m.training == "full" and m.dtype != "fp32":
+        raise AnyCrowdError("model.training=full trains every base weight: use model.dtype=fp32 "
+                            "(train.mixed_precision=bf16 for speed on a GPU).")
     _choice(m.agf, ("gated", "mean", "max"), "model.agf")
     _range(m.gate_hidden, 1, None, "model.gate_hidden")
     _range(m.vace_strength, 0, None, "model.vace_strength")
@@ -388,7 +414,8 @@ def validate(cfg: RunConfig, *, check_files: bool = True) -> None:
         _choice(branch, ("dit", "vace"), f"lora.branches[{i}]")
     if not lo.targets or not lo.branches:
         raise AnyCrowdError("'lora.targets' and 'lora.branches' must not be empty: LoRA needs modules to adapt.")
-    _choice(d.source, ("cache", "procedural"), "data.source")
+    _choice(d.source, ("cache", "procedural", "scenes"), "data.source")
+    _check_scene_data(d.scenes)
     _range(d.val_samples, 0, None, "data.val_samples")
     _range(d.num_workers, 0, None, "data.num_workers")
     _range(d.procedural_samples, 1, None, "data.procedural_samples")
@@ -435,6 +462,23 @@ def validate(cfg: RunConfig, *, check_files: bool = True) -> None:
                     f"'data.cache_dir' {d.cache_dir!r} does not exist: run `python -m training.prepare` first "
                     "or fix the path."
                 )
+
+
+def _check_scene_data(sc: SceneDataConfig) -> None:
+    from anycrowd_core.codec import check_frame_count, check_frame_size
+    from anycrowd_core.scenes import SCENARIOS
+
+    if not sc.frames or not sc.widths or not sc.scenarios:
+        raise AnyCrowdError("'data.scenes.frames', 'widths' and 'scenarios' must not be empty.")
+    for f in sc.frames:
+        check_frame_count(f, "data.scenes.frames entry")
+    for w in sc.widths:
+        check_frame_size(sc.height, w, what="data.scenes size (height x widths entry)")
+    for i, name in enumerate(sc.scenarios):
+        _choice(name, SCENARIOS, f"data.scenes.scenarios[{i}]")
+    _range(sc.min_characters, 1, None, "data.scenes.min_characters")
+    _range(sc.max_characters, sc.min_characters, None, "data.scenes.max_characters")
+    _range(sc.cross_driven, 0, 1, "data.scenes.cross_driven")
 
 
 def check_base(m: ModelConfig):

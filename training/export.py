@@ -92,6 +92,16 @@ def save_gates(path: str | os.PathLike, gates: GateBank, model_cfg: WanVaceConfi
     return _atomic_save(Path(path), tensors, meta)
 
 
+def save_full_model(path: str | os.PathLike, model: nn.Module, *, config_hash: str = "",
+                    extra: Mapping[str, str] | None = None) -> Path:
+    """Write a fully trained Wan 2.1 VACE model (model.training=full) as a checkpoint that
+    `load_wan_vace` and ComfyUI load: official key names, float32, with metadata."""
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "anycrowd-full-model", "format_version": FORMAT_VERSION, **model_metadata(model.config),
+            "config_hash": config_hash, **{k: str(v) for k, v in (extra or {}).items()}}
+    return _atomic_save(Path(path), tensors, meta)
+
+
 def _atomic_save(path: Path, tensors: dict, meta: dict) -> Path:
     from safetensors.torch import save_file
 
