@@ -35,6 +35,9 @@ class AnimationInputs:
     track_boxes:     `[M, T, 4]` xyxy pixel boxes of each driving track, NaN where absent.
     binding:         identity index (0..N-1) for each of the M tracks; default track i ->
                      identity i (requires M == N).
+    decoupled:       identities already isolated and placed (e.g. aligned onto their tracks,
+                     or a custom arrangement); replaces the Instance Decoupler step. Its
+                     masks define the identities (N); reference_image/masks are not used.
     """
 
     reference_image: Tensor
@@ -42,6 +45,7 @@ class AnimationInputs:
     control_video: Tensor
     track_boxes: Tensor
     binding: Sequence[int] | None = None
+    decoupled: DecoupledInstances | None = None
 
     def resolved_binding(self) -> list[int]:
         if self.binding is not None:
@@ -127,7 +131,7 @@ def animate(
     """
     settings = settings or SamplingSettings()
     binding = check_request(inputs, negative, settings)
-    decoupled = decouple_instances(
+    decoupled = inputs.decoupled or decouple_instances(
         inputs.reference_image, inputs.reference_masks, reassign=settings.reassign, seed=settings.seed
     )
     conditioning = encode_iilr(
