@@ -61,6 +61,9 @@ NODE_SPECS = (
     # adapter (trained LoRA + gates) nodes
     NodeSpec("AnyCrowdLoadAdapter", ".node_load_adapter", "AnyCrowd Load Adapter (LoRA + gates)", "AnyCrowd/loaders",
              ("MODEL", GATES, "STRING"), ("model", "gates", "info")),
+    # the miniature shipped with the package (CPU demo of the whole graph)
+    NodeSpec("AnyCrowdMiniLoader", ".node_mini_loader", "AnyCrowd Mini Loader (CPU demo model)", "AnyCrowd/loaders",
+             ("MODEL", GATES, "VAE", "CONDITIONING", "STRING"), ("model", "gates", "vae", "conditioning", "info")),
 )
 
 

@@ -168,6 +168,36 @@ def is_wan_vace(model: Any) -> bool:
     return type(inner).__name__ == "WAN21_Vace"
 
 
+def load_diffusion_model(path, what: str):
+    """A MODEL from a diffusion-model file through ComfyUI's own loader, as Load Diffusion Model
+    (UNETLoader) loads it (`comfy.sd.load_diffusion_model`: model detection, key prefixes,
+    ModelPatcher), in float32. Raises an AnyCrowdError if ComfyUI does not recognise the file."""
+    sd = require_comfy("comfy.sd", what)
+    try:
+        return sd.load_diffusion_model(str(path), model_options={"dtype": torch.float32})
+    except RuntimeError as e:
+        raise AnyCrowdError(f"ComfyUI could not load {path} as a diffusion model ({str(e).splitlines()[0]}): "
+                            "the file is damaged or not a Wan 2.1 VACE checkpoint; restore it.") from e
+
+
+def apply_lora(model: Any, lora: dict, strength: float):
+    """A clone of `model` with the LoRA patched in by ComfyUI's own mechanism: the same
+    `comfy.sd.load_lora_for_models(model, None, lora, strength, 0)` call the native
+    LoraLoaderModelOnly makes. Raises if any module of the LoRA found no weight to patch."""
+    from ..training.export import lora_modules  # relative: another pack's `training` could shadow ours
+
+    sd = require_comfy("comfy.sd", "Applying an AnyCrowd LoRA")
+    patched, _ = sd.load_lora_for_models(model, None, lora, strength, 0)
+    missing = sorted(f"diffusion_model.{p}.weight" for p in lora_modules(lora)
+                     if f"diffusion_model.{p}.weight" not in patched.patches)
+    if missing:
+        raise AnyCrowdError(
+            f"{len(missing)} LoRA module(s) match no weight of this model (e.g. {missing[0]}): the LoRA was made "
+            "for another model layout. Load the Wan 2.1 VACE model it was trained on."
+        )
+    return patched
+
+
 def apply_shift(model: Any, shift: float):
     """A clone of `model` sampling with flow shift `shift`, exactly as ComfyUI's own
     ModelSamplingSD3 node sets it (that node is called, not re-implemented)."""

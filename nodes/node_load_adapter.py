@@ -13,9 +13,9 @@ from pathlib import Path
 from anycrowd_core.errors import AnyCrowdError
 
 # relative: inside ComfyUI another pack's top-level `training` module could shadow ours
-from ..training.export import GATES_FORMAT, LORA_FORMAT, AdapterFiles, load_adapter_files, lora_modules, read_metadata
+from ..training.export import GATES_FORMAT, LORA_FORMAT, AdapterFiles, load_adapter_files, read_metadata
 from .comfy_patch import check_wan_vace
-from .comfy_runtime import require_comfy
+from .comfy_runtime import apply_lora
 from .node_types import GATES
 
 NONE = "None"
@@ -116,22 +116,6 @@ def model_size(model) -> dict[str, int]:
     check_wan_vace(model)
     dm = model.model.diffusion_model
     return {"dim": int(dm.dim), "num_layers": len(dm.blocks), "vace_layers": len(dm.vace_blocks)}
-
-
-def apply_lora(model, lora: dict, strength: float):
-    """A clone of `model` with the LoRA patched in by ComfyUI's own mechanism: the same
-    `comfy.sd.load_lora_for_models(model, None, lora, strength, 0)` call the native
-    LoraLoaderModelOnly makes. Raises if any module of the LoRA found no weight to patch."""
-    sd = require_comfy("comfy.sd", "Applying an AnyCrowd LoRA")
-    patched, _ = sd.load_lora_for_models(model, None, lora, strength, 0)
-    missing = sorted(f"diffusion_model.{p}.weight" for p in lora_modules(lora)
-                     if f"diffusion_model.{p}.weight" not in patched.patches)
-    if missing:
-        raise AnyCrowdError(
-            f"{len(missing)} LoRA module(s) match no weight of this model (e.g. {missing[0]}): the LoRA was made "
-            "for another model layout. Load the Wan 2.1 VACE model it was trained on."
-        )
-    return patched
 
 
 def _describe_file(kind: str, name: str, meta: dict) -> str:

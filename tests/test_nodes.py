@@ -24,7 +24,7 @@ nodes = pack.nodes
 KEYS = (
     "AnyCrowdInstanceDecoupler", "AnyCrowdIILREncode", "AnyCrowdTSDAPatch", "AnyCrowdSampler",
     "AnyCrowdPoseExtractor", "AnyCrowdPoseFromKeypoints", "AnyCrowdMasksFromPoses",
-    "AnyCrowdFaceControl", "AnyCrowdLongVideoSampler", "AnyCrowdLoadAdapter",
+    "AnyCrowdFaceControl", "AnyCrowdLongVideoSampler", "AnyCrowdLoadAdapter", "AnyCrowdMiniLoader",
 )
 
 

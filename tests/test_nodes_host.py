@@ -28,7 +28,7 @@ pytestmark = requires_comfyui
 KEYS = (
     "AnyCrowdInstanceDecoupler", "AnyCrowdIILREncode", "AnyCrowdTSDAPatch", "AnyCrowdSampler",
     "AnyCrowdPoseExtractor", "AnyCrowdPoseFromKeypoints", "AnyCrowdMasksFromPoses",
-    "AnyCrowdFaceControl", "AnyCrowdLongVideoSampler", "AnyCrowdLoadAdapter",
+    "AnyCrowdFaceControl", "AnyCrowdLongVideoSampler", "AnyCrowdLoadAdapter", "AnyCrowdMiniLoader",
 )
 TEXT_DIM = 4096  # umT5-XXL width: ComfyUI's Wan detection fixes text_dim 4096
 H, W, T = 64, 96, 9

@@ -209,12 +209,69 @@ def long_ui_workflow() -> dict:
     return ui_workflow(LONG_GRAPH, {**SOCKETS, **LONG_SOCKETS}, workflow_id="5f1c2a7e-4b7d-4f3e-9a51-0a9c0d0e0002")
 
 
+# --- third example: the whole graph on a CPU with AnyCrowd-Mini, before any Wan download -------
+# The miniature shipped with the package (anycrowd_core/mini, docs/mini.md) replaces the Wan model,
+# the text encoder and the VAE: AnyCrowd Mini Loader gives MODEL, GATES, VAE and the empty prompt.
+# Reference image, masks and decoupler are nodes 6-14 of GRAPH (kept in sync); the inputs are the
+# example files at the miniature's trained size (example_inputs --frames 9 --height 128 --width 192).
+
+MINI_UI_FILE = HERE / "anycrowd_mini_cpu.json"
+MINI_API_FILE = HERE / "anycrowd_mini_cpu_api.json"
+MINI_VARIANT = "anycrowd (base + LoRA + gates)"
+
+MINI_SOCKETS = {
+    "AnyCrowdMiniLoader": (
+        [],
+        [("model", "MODEL"), ("gates", "ANYCROWD_GATES"), ("vae", "VAE"), ("conditioning", "CONDITIONING"),
+         ("info", "STRING")],
+    ),
+}
+# The two characters of the 9-frame example scene crossing, as fractions of the frame.
+MINI_BOXES = (
+    "# character 0 walks left -> right, character 1 right -> left (fractions of the frame)\n"
+    "0: 0.15,0.33,0.36,0.92; 8: 0.65,0.33,0.86,0.92\n"
+    "0: 0.64,0.37,0.86,0.97; 8: 0.14,0.37,0.36,0.97"
+)
+
+MINI_GRAPH = {
+    1: ("AnyCrowdMiniLoader", (40, 60), (330, 170), {}, [("variant", MINI_VARIANT)], "AnyCrowd-Mini (CPU demo model, no Wan download)"),
+    **{nid: GRAPH[nid] for nid in range(6, 15)},
+    15: ("LoadVideo", (420, 1600), (320, 330), {}, [("file", "anycrowd_pose.mp4"), (UPLOAD, "image")], "Driving pose video (9 frames, 192x128)"),
+    16: ("GetVideoComponents", (780, 1600), (230, 70), {"video": (15, 0)}, [], None),
+    17: ("ImageFromBatch", (1040, 1600), (240, 82), {"image": (16, 0)}, [("batch_index", 0), ("length", 9)], "First 9 frames"),
+    18: ("AnyCrowdIILREncode", (1240, 60), (420, 560),
+         {"positive": (1, 3), "negative": (1, 3), "vae": (1, 2), "instances": (13, 0), "control_video": (17, 0)},
+         [("width", 192), ("height", 128), ("length", 9), ("batch_size", 1), ("strength", 1.0), ("boxes", MINI_BOXES),
+          ("binding", ""), ("background_reference", True)], None),
+    19: ("AnyCrowdSampler", (1700, 60), (340, 420),
+         {"model": (1, 0), "positive": (18, 0), "negative": (18, 1), "latent": (18, 2), "layout": (18, 4),
+          "gates": (1, 1)},
+         [("attention_mode", "tsda"), ("agf_mode", "gated"), ("seed", 0), (CONTROL, "fixed"), ("steps", 10),
+          ("cfg", 1.0), ("sampler_name", "euler"), ("scheduler", "simple"), ("shift", 3.0), ("denoise", 1.0)],
+         "AnyCrowd Sampler (the miniature's settings)"),
+    20: ("VAEDecode", (2080, 60), (210, 46), {"samples": (19, 0), "vae": (1, 2)}, [], None),
+    21: ("CreateVideo", (2080, 160), (270, 78), {"images": (20, 0)}, [("fps", 8.0)], None),
+    22: ("SaveVideo", (2080, 290), (420, 420), {"video": (21, 0)}, [("filename_prefix", "video/AnyCrowd_mini"), ("format", "auto"), ("codec", "auto")], None),
+}
+
+
+def mini_api_prompt() -> dict:
+    return api_prompt(MINI_GRAPH)
+
+
+def mini_ui_workflow() -> dict:
+    return ui_workflow(MINI_GRAPH, {**SOCKETS, **MINI_SOCKETS}, workflow_id="5f1c2a7e-4b7d-4f3e-9a51-0a9c0d0e0003")
+
+
 def main() -> None:
     UI_FILE.write_text(json.dumps(ui_workflow(), indent=1) + "\n")
     API_FILE.write_text(json.dumps(api_prompt(), indent=1) + "\n")
     LONG_UI_FILE.write_text(json.dumps(long_ui_workflow(), indent=1) + "\n")
     LONG_API_FILE.write_text(json.dumps(long_api_prompt(), indent=1) + "\n")
-    print(f"wrote {UI_FILE.name}, {API_FILE.name}, {LONG_UI_FILE.name} and {LONG_API_FILE.name}")
+    MINI_UI_FILE.write_text(json.dumps(mini_ui_workflow(), indent=1) + "\n")
+    MINI_API_FILE.write_text(json.dumps(mini_api_prompt(), indent=1) + "\n")
+    print(f"wrote {', '.join(f.name for f in (UI_FILE, API_FILE, LONG_UI_FILE, LONG_API_FILE, MINI_UI_FILE))} "
+          f"and {MINI_API_FILE.name}")
 
 
 if __name__ == "__main__":
