@@ -94,7 +94,7 @@ def test_cfg_without_negative_is_refused(model, scene):
 
 def test_demo_cli_writes_video_preview_and_summary(tmp_path, capsys):
     code = demo_main([
-        "--out", str(tmp_path), "--characters", "2", "--frames", "5",
+        "--out", str(tmp_path), "--model", "random", "--characters", "2", "--frames", "5",
         "--height", "64", "--width", "96", "--steps", "1",
     ])
     assert code == 0
@@ -108,7 +108,8 @@ def test_demo_cli_writes_video_preview_and_summary(tmp_path, capsys):
 def test_demo_cli_reports_bad_sizes_without_traceback(tmp_path, capsys):
     code = demo_main(["--out", str(tmp_path), "--frames", "6", "--steps", "1"])
     assert code == 2
-    assert "4n+1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "4n+1" in err and "--frames 5 or --frames 9" in err
 
 
 def test_boxes_for_another_frame_count_are_refused_before_any_encoding(model, scene):

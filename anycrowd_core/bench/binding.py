@@ -128,11 +128,13 @@ def candidate_colours(scene: ProceduralScene, binding: list[int], identities: li
     return out
 
 
-def score_video(scene: ProceduralScene, video: Tensor, binding, identities=None, codec=None) -> dict:
+def score_video(scene: ProceduralScene, video: Tensor, binding, identities=None, codec=None,
+                candidates: Tensor | None = None) -> dict:
     """Score generated frames `[T, H, W, 3]` against `scene` when track i is animated by
     identity `binding[i]`; `identities` = the identities in the reference (default: those
     the binding uses). Every comparison is with the ground truth after the codec's round
     trip (`codec`, default MiniCodec), so the decoded ground truth scores perfectly.
+    `candidates`: `candidate_colours(...)` of this scene and binding, if already computed.
 
     binding_accuracy: fraction of eligible track-frames (`eligible_track_frames`) whose
         (upper, lower) mean colour is nearest (L2) to the bound identity's candidate among
@@ -151,7 +153,8 @@ def score_video(scene: ProceduralScene, video: Tensor, binding, identities=None,
     binding = [int(b) for b in binding]
     identities = sorted(set(binding)) if identities is None else [int(i) for i in identities]
     video = video.float().clamp(0, 1)
-    candidates = candidate_colours(scene, binding, identities, codec)  # [M, K, T, 2, 3]
+    if candidates is None:
+        candidates = candidate_colours(scene, binding, identities, codec)  # [M, K, T, 2, 3]
     eligible = eligible_track_frames(scene)
     correct = total = 0
     per_track = []
@@ -252,7 +255,8 @@ def _holistic(decoupled: DecoupledInstances) -> DecoupledInstances:
 
 
 def evaluate_scene(scene: ProceduralScene, mode: str = "tsda", binding=None, seed: int = 0, *,
-                   reference: str = "cross", mini=None, steps: int | None = None) -> dict:
+                   reference: str = "cross", mini=None, steps: int | None = None,
+                   candidates: Tensor | None = None) -> dict:
     """Animate `scene` with AnyCrowd-Mini in `mode` and score it (see `score_video`).
 
     binding: entry i is the identity (reference character) that animates track i, as in
@@ -261,7 +265,7 @@ def evaluate_scene(scene: ProceduralScene, mode: str = "tsda", binding=None, see
     reference: "self" keeps the scene's reference arrangement; "cross" moves the identities
         to random non-overlapping positions (seeded by `seed`).
     Returns the metrics plus `video` (`[T, H, W, 3]` float 0..1, the generated frames),
-    `mode`, `binding`, `seconds`.
+    `mode`, `binding`, `seconds`. `candidates`: see `score_video` (a cache for benchmarks).
     """
     if mode not in MODE_SPECS:
         raise AnyCrowdError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
@@ -296,7 +300,7 @@ def evaluate_scene(scene: ProceduralScene, mode: str = "tsda", binding=None, see
                              track_boxes=scene.track_boxes, binding=local, decoupled=decoupled)
     started = time.perf_counter()
     result = animate(model, mini.codec, inputs, mini.text, None, settings, gates=gates)
-    scores = score_video(scene, result.frames, binding, identities, mini.codec)
+    scores = score_video(scene, result.frames, binding, identities, mini.codec, candidates)
     return {**scores, "video": result.frames, "mode": mode, "binding": binding, "reference": reference,
             "seconds": time.perf_counter() - started, "decoupled": decoupled}
 
@@ -334,24 +338,29 @@ def setting_binding(setting: str, count: int, seed: int) -> tuple[list[int], str
 
 
 def run_benchmark(counts, scenes: int, settings, modes, *, frames: int = 9, steps: int | None = None,
-                  log=print, grid_path=None) -> dict:
-    """Mean metrics per (setting, count, mode) over `scenes` held-out scenes each."""
+                  log=print, grid_path=None, weights: str | None = None) -> dict:
+    """Mean metrics per (setting, count, mode) over `scenes` held-out scenes each.
+    weights: a folder with the three miniature files (default: the shipped ones)."""
     from ..mini import load_mini
 
-    mini = load_mini()
+    mini = load_mini(weights)
     rows = []
     grid = []
     for setting in settings:
         for count in counts:
             if setting == "one_to_many" and count < 2:
                 continue
-            batch = [eval_scene(count, i, frames) for i in range(scenes)]
+            batch = []
+            for i in range(scenes):
+                scene, seed = eval_scene(count, i, frames), EVAL_SEED_BASE + 7919 * count + i
+                binding, reference = setting_binding(setting, count, seed)
+                cands = candidate_colours(scene, binding, sorted(set(binding)), mini.codec)
+                batch.append((scene, seed, binding, reference, cands))
             for mode in modes:
                 results = []
-                for i, scene in enumerate(batch):
-                    seed = EVAL_SEED_BASE + 7919 * count + i
-                    binding, reference = setting_binding(setting, count, seed)
-                    r = evaluate_scene(scene, mode, binding, seed, reference=reference, mini=mini, steps=steps)
+                for i, (scene, seed, binding, reference, cands) in enumerate(batch):
+                    r = evaluate_scene(scene, mode, binding, seed, reference=reference, mini=mini, steps=steps,
+                                       candidates=cands)
                     results.append(r)
                     if grid_path is not None and i == 0 and setting == settings[0]:
                         grid.append((f"{count} chars, {mode}", r["video"]))
@@ -360,6 +369,10 @@ def run_benchmark(counts, scenes: int, settings, modes, *, frames: int = 9, step
                     vals = [r[key] for r in results if r[key] == r[key]]
                     row[key] = float(np.mean(vals)) if vals else float("nan")
                 row["min_binding_accuracy"] = float(min(r["binding_accuracy"] for r in results))
+                by = {}
+                for (scene, *_), r in zip(batch, results):
+                    by.setdefault(scene.scenario, []).append(r["binding_accuracy"])
+                row["by_scenario"] = {k: float(np.mean(v)) for k, v in by.items()}
                 rows.append(row)
                 log(f"{setting:12s} n={count} {mode:14s} binding {row['binding_accuracy']:.3f} "
                     f"bleeding {row['bleeding']:.3f} IoU {row['silhouette_iou']:.3f} bg {row['background_psnr']:.1f} dB "
@@ -414,6 +427,8 @@ def main(argv=None) -> int:
     p.add_argument("--modes", type=_choices(MODES), default=list(MODES), help=f"from {', '.join(MODES)}")
     p.add_argument("--frames", type=int, default=9, help="frames per scene, 4n+1")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the miniature's)")
+    p.add_argument("--weights", default=None,
+                   help="folder with anycrowd_mini_{base,lora,gates}.safetensors (default: the shipped miniature)")
     p.add_argument("--grid", default=None, help="write a picture grid (PNG) of the first scene per count and mode")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args(argv)
@@ -423,7 +438,7 @@ def main(argv=None) -> int:
     try:
         result = run_benchmark(args.characters, args.scenes, args.settings, args.modes, frames=args.frames,
                                steps=args.steps, log=(lambda s: print(s, file=sys.stderr)) if args.json else print,
-                               grid_path=args.grid)
+                               grid_path=args.grid, weights=args.weights)
     except AnyCrowdError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
