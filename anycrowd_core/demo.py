@@ -235,9 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     notice = MINI_NOTICE if args.model == "mini" else RANDOM_NOTICE
     print(notice, flush=True)
-    torch.set_grad_enabled(False)
     try:
-        summary = run_demo(args)
+        with torch.no_grad():
+            summary = run_demo(args)
     except AnyCrowdError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

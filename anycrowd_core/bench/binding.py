@@ -434,11 +434,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.scenes < 1:
         p.error("--scenes must be at least 1")
-    torch.set_grad_enabled(False)
     try:
-        result = run_benchmark(args.characters, args.scenes, args.settings, args.modes, frames=args.frames,
-                               steps=args.steps, log=(lambda s: print(s, file=sys.stderr)) if args.json else print,
-                               grid_path=args.grid, weights=args.weights)
+        with torch.no_grad():
+            result = run_benchmark(
+                args.characters, args.scenes, args.settings, args.modes, frames=args.frames, steps=args.steps,
+                log=(lambda s: print(s, file=sys.stderr)) if args.json else print, grid_path=args.grid,
+                weights=args.weights,
+            )
     except AnyCrowdError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
