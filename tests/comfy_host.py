@@ -92,3 +92,21 @@ def load_pack_with_comfy():
     from pack import load_pack
 
     return load_pack()
+
+
+class FakeServer:
+    """The part of ComfyUI's PromptServer that `execution.PromptExecutor` calls: collects the
+    messages a run sends (progress, executed, errors) for the host tests to read."""
+
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+
+    def __init__(self):
+        self.messages = []
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+    def queue_updated(self):
+        pass

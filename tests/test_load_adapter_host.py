@@ -196,8 +196,8 @@ class CaptureAdapter:
 
 
 def test_api_prompt_through_comfyuis_validation_and_executor(tmp_path, pack, folders):
-    from test_nodes_host import FakeServer, get_comfy_nodes
-    from comfy_host import tiny_vace_state_dict_file
+    from comfy_host import FakeServer, tiny_vace_state_dict_file
+    from test_nodes_host import get_comfy_nodes
 
     comfy_nodes = get_comfy_nodes()
     import execution

@@ -20,7 +20,7 @@ import torch
 
 from anycrowd_core.mini import MINI_CONFIG, MINI_SAMPLING, load_mini
 from anycrowd_core.mini.model import BASE_FILE, GATES_FILE, LORA_FILE, WEIGHTS_DIR
-from comfy_host import import_comfy, load_pack_with_comfy, requires_comfyui
+from comfy_host import FakeServer, import_comfy, load_pack_with_comfy, requires_comfyui
 from mini_weights import write_random_mini_weights
 from pack import REPO
 
@@ -130,20 +130,6 @@ def test_the_vae_works_in_comfyuis_vae_nodes(loaded, loader_mod, comfy_nodes):
 
 
 # --- the shipped CPU workflow through ComfyUI's executor --------------------------------------
-
-class FakeServer:
-    client_id = None
-    last_node_id = None
-    last_prompt_id = None
-
-    def __init__(self):
-        self.messages = []
-
-    def send_sync(self, event, data, sid=None):
-        self.messages.append((event, data))
-
-    def queue_updated(self):
-        pass
 
 
 def test_cpu_workflow_runs_unchanged_through_comfyuis_executor(tmp_path, pack, comfy_nodes, random_weights, use_weights):

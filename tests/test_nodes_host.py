@@ -18,7 +18,9 @@ import torch
 
 from anycrowd_core.scenes import make_scene
 from anycrowd_core.video_io import write_mp4, write_png
-from comfy_host import import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_patcher, tiny_vace_state_dict_file
+from comfy_host import (
+    FakeServer, import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_patcher, tiny_vace_state_dict_file,
+)
 from pack import REPO
 from comfy_vae_stand_in import TestVAE
 
@@ -244,20 +246,6 @@ class TestVAELoader:
     def load(self, vae_name):
         return (TestVAE(),)
 
-
-class FakeServer:
-    client_id = None
-    last_node_id = None
-    last_prompt_id = None
-
-    def __init__(self):
-        self.messages = []
-
-    def send_sync(self, event, data, sid=None):
-        self.messages.append((event, data))
-
-    def queue_updated(self):
-        pass
 
 
 def make_test_variant(prompt: dict, tiny_model_name: str) -> dict:
