@@ -17,6 +17,7 @@ from torch import Tensor
 
 from anycrowd_core.boxes import center_crop_region
 from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.wan.lora_merge import lora_modules
 
 # Flow-matching shift of ComfyUI's Wan 2.1 model config (supported_models.WAN21_T2V, inherited
 # by WAN21_Vace): sampling_settings = {"shift": 8.0}, ModelSamplingDiscreteFlow multiplier 1000.
@@ -184,8 +185,6 @@ def apply_lora(model: Any, lora: dict, strength: float):
     """A clone of `model` with the LoRA patched in by ComfyUI's own mechanism: the same
     `comfy.sd.load_lora_for_models(model, None, lora, strength, 0)` call the native
     LoraLoaderModelOnly makes. Raises if any module of the LoRA found no weight to patch."""
-    from ..training.export import lora_modules  # relative: another pack's `training` could shadow ours
-
     sd = require_comfy("comfy.sd", "Applying an AnyCrowd LoRA")
     patched, _ = sd.load_lora_for_models(model, None, lora, strength, 0)
     missing = sorted(f"diffusion_model.{p}.weight" for p in lora_modules(lora)

@@ -20,11 +20,12 @@ from torch import Tensor, nn
 from anycrowd_core.attention import GateBank
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.wan import PRESETS, WanVaceConfig
+from anycrowd_core.wan.lora_merge import LORA_PREFIX as PREFIX
+from anycrowd_core.wan.lora_merge import lora_modules, merge_lora  # noqa: F401  (public here too)
 
 FORMAT_VERSION = "1"
 LORA_FORMAT = "anycrowd-lora"
 GATES_FORMAT = "anycrowd-gates"
-PREFIX = "diffusion_model."
 SIZE_KEYS = ("dim", "num_layers", "vace_layers")  # what makes an adapter fit a model
 
 
@@ -217,35 +218,6 @@ def load_adapter_files(lora_path=None, gates_path=None, model_config=None) -> Ad
         except RuntimeError as e:
             raise AnyCrowdError(f"{Path(gates_path).name} does not hold a complete gate bank ({str(e)[:200]}); re-export it.") from None
     return AdapterFiles(lora=lora, gates=gates, metadata=meta)
-
-
-def lora_modules(lora: Mapping[str, Tensor]) -> dict[str, tuple[Tensor, Tensor, float]]:
-    """Module path (no prefix) -> (A, B, alpha) from ComfyUI-format LoRA tensors."""
-    out = {}
-    for key, a in lora.items():
-        if key.endswith(".lora_A.weight"):
-            base = key[: -len(".lora_A.weight")]
-            b = lora[base + ".lora_B.weight"]
-            alpha = lora.get(base + ".alpha")
-            alpha = float(alpha) if alpha is not None else float(a.shape[0])
-            out[base.removeprefix(PREFIX)] = (a, b, alpha)
-    return out
-
-
-@torch.no_grad()
-def merge_lora(model: nn.Module, lora: Mapping[str, Tensor], strength: float = 1.0) -> nn.Module:
-    """Add strength * alpha / rank * B @ A to each adapted Linear of a core WanVaceModel, in
-    place (headless inference with a trained LoRA; the same arithmetic as ComfyUI's loader)."""
-    modules = dict(model.named_modules())
-    for path, (a, b, alpha) in lora_modules(lora).items():
-        layer = modules.get(path)
-        if not isinstance(layer, nn.Linear):
-            raise AnyCrowdError(f"LoRA module {path!r} is not a Linear layer of this model; the LoRA is for another model.")
-        delta = (b.float() @ a.float()) * (strength * alpha / a.shape[0])
-        if delta.shape != layer.weight.shape:
-            raise AnyCrowdError(f"LoRA {path!r} has shape {tuple(delta.shape)}, the layer {tuple(layer.weight.shape)}: wrong model size.")
-        layer.weight.copy_((layer.weight.float() + delta).to(layer.weight.dtype))
-    return model
 
 
 def read_metadata(path) -> dict:

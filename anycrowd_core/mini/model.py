@@ -10,6 +10,7 @@ It proves the mechanism (binding, bleeding, count generalisation), not photoreal
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch import Tensor
 from ..attention import GateBank
 from ..errors import AnyCrowdError
 from ..wan import WanVaceConfig, WanVaceModel, load_wan_vace
+from ..wan.lora_merge import merge_lora
 from .codec import MiniCodec
 from .text import mini_text_embedding
 
@@ -29,7 +31,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BASE_FILE = "anycrowd_mini_base.safetensors"
 LORA_FILE = "anycrowd_mini_lora.safetensors"
 GATES_FILE = "anycrowd_mini_gates.safetensors"
-LORA_PREFIX = "diffusion_model."
 # Sampling settings the miniature was trained for (flow matching, shift 3, no text).
 MINI_SAMPLING = {"steps": 10, "shift": 3.0, "cfg": 1.0, "sampler": "euler"}
 
@@ -72,36 +73,13 @@ def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict]:
         raise AnyCrowdError(f"{path} is not a readable safetensors file ({e}); restore it from the repository.") from e
 
 
-def merge_lora(model: WanVaceModel, lora: dict[str, Tensor]) -> WanVaceModel:
-    """W += (alpha / rank) B A for every `diffusion_model.<path>.lora_A.weight` in `lora`
-    (ComfyUI's LoRA key format, as training.run exports), in place; returns `model`."""
-    modules = dict(model.named_modules())
-    done = 0
-    with torch.no_grad():
-        for key, down in lora.items():
-            if not key.endswith(".lora_A.weight"):
-                continue
-            path = key[len(LORA_PREFIX):-len(".lora_A.weight")]
-            up = lora[key.replace(".lora_A.", ".lora_B.")]
-            alpha = float(lora.get(f"{LORA_PREFIX}{path}.alpha", torch.tensor(float(down.shape[0]))))
-            if path not in modules:
-                raise AnyCrowdError(f"The LoRA adapts {path!r}, which this model lacks: it was trained for another model.")
-            weight = modules[path].weight
-            weight += (alpha / down.shape[0]) * (up.float() @ down.float()).to(weight.dtype)
-            done += 1
-    if not done:
-        raise AnyCrowdError("The LoRA file holds no lora_A/lora_B pairs.")
-    return model
-
-
 @lru_cache(maxsize=2)
 def load_mini(weights_dir: str | None = None) -> MiniModel:
     """Load the shipped miniature (cached: the same object on every call)."""
     folder = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     base = load_wan_vace(_need(folder / BASE_FILE), dtype=torch.float32, num_heads=MINI_CONFIG.num_heads)
-    anycrowd = load_wan_vace(folder / BASE_FILE, dtype=torch.float32, num_heads=MINI_CONFIG.num_heads)
     lora, _ = read_safetensors(folder / LORA_FILE)
-    merge_lora(anycrowd, lora)
+    anycrowd = merge_lora(copy.deepcopy(base), lora)
     gate_tensors, meta = read_safetensors(folder / GATES_FILE)
     gates = GateBank(MINI_CONFIG.dim, MINI_CONFIG.num_layers, MINI_CONFIG.vace_layers, int(meta.get("gate_hidden", 64)))
     gates.load_state_dict(gate_tensors)
