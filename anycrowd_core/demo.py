@@ -37,7 +37,6 @@ RANDOM_NOTICE = (
     "noise-like, not an animation. It exercises the full AnyCrowd path end to end; load a "
     "real Wan 2.1 VACE checkpoint through ComfyUI (or the trainer) for real results."
 )
-NOTICE = RANDOM_NOTICE  # kept for callers of the random path
 COMPARED_MODES = ("global", "masked", "masked+align", "tsda")
 
 

@@ -26,7 +26,7 @@ from anycrowd_core.layout import build_token_layout
 from anycrowd_core.mini.codec import MiniCodec
 from anycrowd_core.mini.seeds import TRAIN_SEED_BASE, TRAIN_SEED_LIMIT
 from anycrowd_core.mini.text import mini_text_embedding
-from anycrowd_core.scenes import SCENARIOS, make_scene
+from anycrowd_core.scenes import make_scene
 
 from .dataset import TrainingSample
 
@@ -99,4 +99,4 @@ class SceneSamples(Dataset):
         return self._get(int(i))
 
 
-__all__ = ["SCENARIOS", "SceneSamples", "SceneSpec", "encode_scene_sample", "scene_specs"]
+__all__ = ["SceneSamples", "SceneSpec", "encode_scene_sample", "scene_specs"]

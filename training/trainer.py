@@ -571,18 +571,16 @@ class Trainer:
         extra = {"attention": cfg.model.attention, "agf": cfg.model.agf, "step": str(self.step),
                  "targets": ",".join(cfg.lora.targets), "branches": ",".join(cfg.lora.branches),
                  "shifted_rope": str(cfg.model.shifted_rope).lower()}
+        folder, name, config_hash = Path(folder), cfg.output.name, cfg.hash()
         if cfg.model.training == "full":
-            out = {"model": save_full_model(Path(folder) / f"{cfg.output.name}.safetensors", module.wan,
-                                            config_hash=cfg.hash(), extra=extra)}
-            if module.gates is not None:
-                out["gates"] = save_gates(Path(folder) / f"{cfg.output.name}_gates.safetensors", module.gates,
-                                          self.wan_cfg, config_hash=cfg.hash(), extra=extra)
-            return out
-        out = {"lora": save_lora(Path(folder) / f"{cfg.output.name}_lora.safetensors", lora_weights(module.wan), self.wan_cfg,
-                                 rank=cfg.lora.rank, alpha=cfg.lora.alpha, config_hash=cfg.hash(), extra=extra)}
+            out = {"model": save_full_model(folder / f"{name}.safetensors", module.wan, config_hash=config_hash,
+                                            extra=extra)}
+        else:
+            out = {"lora": save_lora(folder / f"{name}_lora.safetensors", lora_weights(module.wan), self.wan_cfg,
+                                     rank=cfg.lora.rank, alpha=cfg.lora.alpha, config_hash=config_hash, extra=extra)}
         if module.gates is not None:
-            out["gates"] = save_gates(Path(folder) / f"{cfg.output.name}_gates.safetensors", module.gates, self.wan_cfg,
-                                      config_hash=cfg.hash(), extra=extra)
+            out["gates"] = save_gates(folder / f"{name}_gates.safetensors", module.gates, self.wan_cfg,
+                                      config_hash=config_hash, extra=extra)
         return out
 
 

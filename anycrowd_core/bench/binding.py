@@ -37,7 +37,6 @@ from ..pose.align import align_identities
 from ..pose.types import PoseTracks
 from ..scenes import HEAD, LOWER, SCENARIOS, UPPER, ProceduralScene, make_scene
 
-MODES = ("global", "masked", "masked+align", "tsda", "tsda-mean", "tsda-max", "tsda-holistic")
 SETTINGS = ("self", "cross", "recast", "one_to_many")
 # Eligibility of a track-frame for binding accuracy: mostly unoccluded, both tones visible.
 MIN_UNOCCLUDED = 0.9
@@ -65,28 +64,20 @@ MODE_SPECS = {
     "tsda-max": ModeSpec("tsda", agf="max"),
     "tsda-holistic": ModeSpec("tsda", holistic=True),
 }
+MODES = tuple(MODE_SPECS)
 
 
 # ---------------------------------------------------------------- appearance scoring
 
 
-def part_colours(frames: Tensor, parts: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean RGB of the UPPER and LOWER pixels per frame: (`[T, 2, 3]` colours, `[T, 2]` pixel
-    counts). frames `[T, H, W, 3]`, parts uint8 `[T, H, W]`."""
+def part_colours(frames: Tensor, parts: Tensor) -> Tensor:
+    """`[T, 2, 3]`: mean RGB of the UPPER and LOWER pixels per frame (0 where a part is not
+    visible). frames `[T, H, W, 3]`, parts uint8 `[T, H, W]`."""
     out = torch.zeros(frames.shape[0], 2, 3)
-    count = torch.zeros(frames.shape[0], 2)
     for j, part in enumerate((UPPER, LOWER)):
         m = (parts == part).float()  # [T, H, W]
-        count[:, j] = m.flatten(1).sum(1)
-        out[:, j] = torch.einsum("thw,thwc->tc", m, frames.float()) / count[:, j].clamp(min=1)[:, None]
-    return out, count
-
-
-def identity_colours(scene: ProceduralScene) -> Tensor:
-    """`[N, 2, 3]` upper / lower colour of each identity as it appears in the reference."""
-    colours, _ = part_colours(scene.reference_image.expand(scene.num_characters, -1, -1, -1),
-                              scene.reference_parts)
-    return colours
+        out[:, j] = torch.einsum("thw,thwc->tc", m, frames.float()) / m.flatten(1).sum(1).clamp(min=1)[:, None]
+    return out
 
 
 def eligible_track_frames(scene: ProceduralScene) -> Tensor:
@@ -115,30 +106,50 @@ def _round_trip(codec, video: Tensor) -> Tensor:
     return codec.decode(codec.encode(video))
 
 
-def candidate_colours(scene: ProceduralScene, binding: list[int], identities: list[int], codec) -> Tensor:
-    """`[M, K, T, 2, 3]`: the (upper, lower) colours track i would show after the codec if
-    identity `identities[k]` animated it (the other tracks as bound): the codec's blur and
-    the background it mixes in are part of every candidate, so the truth is always nearest."""
-    out = torch.zeros(len(binding), len(identities), scene.num_frames, 2, 3)
+@dataclass
+class CodecTruth:
+    """The ground truth of a scene and binding after the codec's round trip, what every
+    metric compares with (computed once per scene and binding; modes share it).
+
+    truth: `[T, H, W, 3]` frames of the bound animation; empty: `[T, H, W, 3]` the empty
+    background; candidates: `[M, K, T, 2, 3]` the (upper, lower) colours track i would show
+    if identity `identities[k]` animated it (the other tracks as bound): the codec's blur and
+    the background it mixes in are part of every candidate, so the truth is always nearest.
+    """
+
+    truth: Tensor
+    empty: Tensor
+    candidates: Tensor
+
+
+def codec_truth(scene: ProceduralScene, binding: list[int], identities: list[int], codec) -> CodecTruth:
+    """`CodecTruth` of `scene` when track i is animated by `binding[i]`."""
+    truth = _round_trip(codec, scene.video_for_binding(binding))
+    empty = _round_trip(codec, scene.background.expand_as(scene.video).contiguous())
+    candidates = torch.zeros(len(binding), len(identities), scene.num_frames, 2, 3)
     for i in range(len(binding)):
         for j, k in enumerate(identities):
-            trial = list(binding)
-            trial[i] = k
-            out[i, j] = part_colours(_round_trip(codec, scene.video_for_binding(trial)), scene.track_parts[i])[0]
-    return out
+            if k == binding[i]:
+                decoded = truth
+            else:
+                trial = list(binding)
+                trial[i] = k
+                decoded = _round_trip(codec, scene.video_for_binding(trial))
+            candidates[i, j] = part_colours(decoded, scene.track_parts[i])
+    return CodecTruth(truth=truth, empty=empty, candidates=candidates)
 
 
 def score_video(scene: ProceduralScene, video: Tensor, binding, identities=None, codec=None,
-                candidates: Tensor | None = None) -> dict:
+                truth: CodecTruth | None = None) -> dict:
     """Score generated frames `[T, H, W, 3]` against `scene` when track i is animated by
     identity `binding[i]`; `identities` = the identities in the reference (default: those
     the binding uses). Every comparison is with the ground truth after the codec's round
     trip (`codec`, default MiniCodec), so the decoded ground truth scores perfectly.
-    `candidates`: `candidate_colours(...)` of this scene and binding, if already computed.
+    `truth`: `codec_truth(...)` of this scene and binding, if already computed.
 
     binding_accuracy: fraction of eligible track-frames (`eligible_track_frames`) whose
         (upper, lower) mean colour is nearest (L2) to the bound identity's candidate among
-        all `identities` (`candidate_colours`); chance = 1 / len(identities);
+        all `identities` (`CodecTruth.candidates`); chance = 1 / len(identities);
     bleeding: mean |generated - truth| (RGB, 0..1) over the visible pixels of track-frames
         whose box overlaps another track's box (lower is better; 0 = perfect);
     silhouette_iou: per-frame IoU of the foreground 8x8 blocks (mean |frame - empty
@@ -153,35 +164,33 @@ def score_video(scene: ProceduralScene, video: Tensor, binding, identities=None,
     binding = [int(b) for b in binding]
     identities = sorted(set(binding)) if identities is None else [int(i) for i in identities]
     video = video.float().clamp(0, 1)
-    if candidates is None:
-        candidates = candidate_colours(scene, binding, identities, codec)  # [M, K, T, 2, 3]
+    if truth is None:
+        truth = codec_truth(scene, binding, identities, codec)
     eligible = eligible_track_frames(scene)
     correct = total = 0
     per_track = []
     for i, k in enumerate(binding):
-        colours, _ = part_colours(video, scene.track_parts[i])  # [T, 2, 3]
-        d = (colours[None] - candidates[i]).flatten(2).norm(dim=-1)  # [K, T]
+        colours = part_colours(video, scene.track_parts[i])  # [T, 2, 3]
+        d = (colours[None] - truth.candidates[i]).flatten(2).norm(dim=-1)  # [K, T]
         hit = torch.tensor(identities)[d.argmin(0)] == k
         e = eligible[i]
         correct += int((hit & e).sum())
         total += int(e.sum())
         per_track.append(float((hit & e).sum()) / max(int(e.sum()), 1))
-    truth = _round_trip(codec, scene.video_for_binding(binding))
-    empty = _round_trip(codec, scene.background.expand_as(scene.video).contiguous())
     overlap = _box_overlaps(scene) & (scene.track_masks.flatten(2).sum(-1) > 0)
-    err = (video - truth).abs().mean(-1)  # [T, H, W]
+    err = (video - truth.truth).abs().mean(-1)  # [T, H, W]
     bleed_px = torch.zeros_like(err, dtype=torch.bool)
     for i in range(len(binding)):
         bleed_px |= scene.track_masks[i] & overlap[i][:, None, None]
-    fg_true = _blocks((truth - empty).abs().mean(-1)) > FOREGROUND_THRESHOLD
-    fg_gen = _blocks((video - empty).abs().mean(-1)) > FOREGROUND_THRESHOLD
+    fg_true = _blocks((truth.truth - truth.empty).abs().mean(-1)) > FOREGROUND_THRESHOLD
+    fg_gen = _blocks((video - truth.empty).abs().mean(-1)) > FOREGROUND_THRESHOLD
     inter = (fg_true & fg_gen).flatten(1).sum(1).float()
     uni = (fg_true | fg_gen).flatten(1).sum(1).float()
     iou = float((inter / uni.clamp(min=1)).mean())
     union = scene.track_masks.any(0)  # [T, H, W]
     kernel = np.ones((2 * BLOCK + 1, 2 * BLOCK + 1), np.uint8)
     near = torch.from_numpy(np.stack([cv2.dilate(u.numpy().astype(np.uint8), kernel) > 0 for u in union]))
-    bg_err = ((video - truth) ** 2).mean(-1)[~near]
+    bg_err = ((video - truth.truth) ** 2).mean(-1)[~near]
     mse = float(bg_err.mean()) if bg_err.numel() else float("nan")
     return {
         "binding_accuracy": correct / total if total else float("nan"),
@@ -256,7 +265,7 @@ def _holistic(decoupled: DecoupledInstances) -> DecoupledInstances:
 
 def evaluate_scene(scene: ProceduralScene, mode: str = "tsda", binding=None, seed: int = 0, *,
                    reference: str = "cross", mini=None, steps: int | None = None,
-                   candidates: Tensor | None = None) -> dict:
+                   truth: CodecTruth | None = None) -> dict:
     """Animate `scene` with AnyCrowd-Mini in `mode` and score it (see `score_video`).
 
     binding: entry i is the identity (reference character) that animates track i, as in
@@ -265,7 +274,7 @@ def evaluate_scene(scene: ProceduralScene, mode: str = "tsda", binding=None, see
     reference: "self" keeps the scene's reference arrangement; "cross" moves the identities
         to random non-overlapping positions (seeded by `seed`).
     Returns the metrics plus `video` (`[T, H, W, 3]` float 0..1, the generated frames),
-    `mode`, `binding`, `seconds`. `candidates`: see `score_video` (a cache for benchmarks).
+    `mode`, `binding`, `seconds`. `truth`: see `score_video` (shared by the modes of a benchmark).
     """
     if mode not in MODE_SPECS:
         raise AnyCrowdError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
@@ -300,7 +309,7 @@ def evaluate_scene(scene: ProceduralScene, mode: str = "tsda", binding=None, see
                              track_boxes=scene.track_boxes, binding=local, decoupled=decoupled)
     started = time.perf_counter()
     result = animate(model, mini.codec, inputs, mini.text, None, settings, gates=gates)
-    scores = score_video(scene, result.frames, binding, identities, mini.codec, candidates)
+    scores = score_video(scene, result.frames, binding, identities, mini.codec, truth)
     return {**scores, "video": result.frames, "mode": mode, "binding": binding, "reference": reference,
             "seconds": time.perf_counter() - started, "decoupled": decoupled}
 
@@ -354,13 +363,13 @@ def run_benchmark(counts, scenes: int, settings, modes, *, frames: int = 9, step
             for i in range(scenes):
                 scene, seed = eval_scene(count, i, frames), EVAL_SEED_BASE + 7919 * count + i
                 binding, reference = setting_binding(setting, count, seed)
-                cands = candidate_colours(scene, binding, sorted(set(binding)), mini.codec)
-                batch.append((scene, seed, binding, reference, cands))
+                batch.append((scene, seed, binding, reference,
+                              codec_truth(scene, binding, sorted(set(binding)), mini.codec)))
             for mode in modes:
                 results = []
-                for i, (scene, seed, binding, reference, cands) in enumerate(batch):
+                for i, (scene, seed, binding, reference, truth) in enumerate(batch):
                     r = evaluate_scene(scene, mode, binding, seed, reference=reference, mini=mini, steps=steps,
-                                       candidates=cands)
+                                       truth=truth)
                     results.append(r)
                     if grid_path is not None and i == 0 and setting == settings[0]:
                         grid.append((f"{count} chars, {mode}", r["video"]))
