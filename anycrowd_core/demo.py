@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from .codec import TestCodec, nearest_valid_frame_counts
-from .errors import AnyCrowdError
+from .errors import AnyCrowdError, require_finite
+from .files import ensure_output_dir, write_text_atomic
 from .pipeline import AnimationInputs, SamplingSettings, animate
 from .scenes import SCENARIOS, make_scene
 from .video_io import preview_sheet, write_mp4, write_png
@@ -186,21 +187,20 @@ def run_random_demo(args: argparse.Namespace) -> dict:
 
 
 def run_demo(args: argparse.Namespace) -> dict:
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise AnyCrowdError(f"--out {args.out!r} cannot be used as an output folder ({e.strerror}); choose another.") from None
-    if not out.is_dir():
-        raise AnyCrowdError(f"--out {args.out!r} is not a folder; choose another.")
+    """Every flag and the output folder are checked before any model work starts."""
+    out = ensure_output_dir(args.out, "--out")
     if args.fps < 1:
         raise AnyCrowdError(f"--fps must be at least 1, got {args.fps}.")
     if args.steps is not None and args.steps < 1:
         raise AnyCrowdError(f"--steps must be at least 1, got {args.steps}.")
-    if args.seed < 0:
-        raise AnyCrowdError(f"--seed must be 0 or more, got {args.seed}.")
+    if not 0 <= args.seed < 2**63:
+        raise AnyCrowdError(f"--seed must lie in 0 .. 2**63-1, got {args.seed}.")
+    for flag in ("cfg", "shift"):
+        require_finite(getattr(args, flag), f"--{flag}", "Give a number, e.g. --cfg 3 --shift 5.")
+    if args.shift <= 0:
+        raise AnyCrowdError(f"--shift must be positive, got {args.shift}; Wan uses 3.0-8.0.")
     summary = run_mini_demo(args) if args.model == "mini" else run_random_demo(args)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     except AnyCrowdError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # files are written atomically: nothing half-written is left behind
+        print("interrupted: files already complete in --out are kept, none is half-written.", file=sys.stderr)
+        return 130
     print(json.dumps(summary, indent=2))
     print(notice, flush=True)
     return 0

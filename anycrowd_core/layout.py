@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .errors import AnyCrowdError
+from .errors import AnyCrowdError, require_finite
 
 PATCH = 16  # pixels per token side: 8x VAE times the DiT's 2x2 patchify
 REF_THRESHOLD = 0.5  # pooled mask occupancy from which a reference token belongs to its identity
@@ -307,6 +307,23 @@ def build_token_layout(
         ref_tokens=ref_tokens, void_tokens=void_tokens, bg_ref_tokens=bg_ref, vid_tokens=vid_tokens,
         video_groups=video_groups, candidates=candidates, soft_labels=soft,
     )
+
+
+def check_tracks_visible(track_boxes: Tensor, binding: Sequence[int], height: int, width: int) -> None:
+    """AnyCrowdError naming every bound track whose boxes cover no video token of the
+    `width` x `height` frame in any frame: its identity would be bound to nothing and never
+    appear. Checked on the whole driving video (a long video's window may lack a track)."""
+    boxes = track_boxes.float().cpu()
+    require_finite(boxes[~torch.isnan(boxes)], "track_boxes", "Boxes are xyxy pixels; mark absence with NaN rows.")
+    visible = _box_token_masks(boxes, height, width).flatten(1).any(1)
+    lost = [(i, int(b)) for i, b in enumerate(binding) if i < len(visible) and not visible[i]]
+    if lost:
+        listed = ", ".join(f"track {i} (identity {b})" for i, b in lost)
+        raise AnyCrowdError(
+            f"{listed}: the boxes never overlap the {width}x{height} frame in any frame, so the bound identity "
+            "would not appear at all. Boxes are xyxy pixels of the driving video at the generation size: fix or "
+            "rescale them, or leave that track out of the binding."
+        )
 
 
 def _soft_labels(masks: Tensor, tracks_of, candidates: Tensor, t_lat: int, n: int) -> Tensor:

@@ -8,6 +8,7 @@ nodes run the same steps with ComfyUI's own model, VAE and sampler.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -17,12 +18,17 @@ from torch import Tensor
 from .attention import AnyCrowdAttention, GateBank
 from .codec import VideoCodec
 from .decoupler import DecoupledInstances, decouple_instances
-from .errors import AnyCrowdError
+from .errors import AnyCrowdError, require_finite
 from .iilr import IILRConditioning, encode_iilr
 from .latent_format import process_out
-from .layout import TokenLayout, build_token_layout
+from .layout import TokenLayout, build_token_layout, check_tracks_visible
 from .sampling import SAMPLERS, cfg_denoiser, flow_denoiser, flow_sigmas, sample
 from .wan import WanVaceModel
+
+_NAN_OUTPUT_FIX = (
+    "Sampling produced NaN/inf, so no video was made. Likely causes: an fp16 model overflowing (load it in "
+    "bf16 or fp32), non-finite weights in the checkpoint or adapter, or extreme cfg / vace_strength values."
+)
 
 
 @dataclass
@@ -80,6 +86,14 @@ class SamplingSettings:
             raise AnyCrowdError(f"Unknown sampler {self.sampler!r}: choose one of {sorted(SAMPLERS)}.")
         if self.steps < 1:
             raise AnyCrowdError(f"steps must be at least 1 (got {self.steps}).")
+        require_finite(self.cfg, "cfg", "Use e.g. 5.0 (1.0 turns guidance off).")
+        require_finite(self.vace_strength, "vace_strength", "Use e.g. 1.0.")
+        if not (math.isfinite(self.shift) and self.shift > 0):
+            raise AnyCrowdError(f"shift must be a positive finite number, got {self.shift}; Wan uses 3.0-8.0 (5.0 default).")
+        if self.vace_strength < 0:
+            raise AnyCrowdError(f"vace_strength must be 0 or more, got {self.vace_strength}; 1.0 is the trained strength.")
+        if not 0 <= int(self.seed) < 2**64:
+            raise AnyCrowdError(f"seed must lie in 0 .. 2**64-1, got {self.seed}.")
 
 
 @dataclass
@@ -102,6 +116,9 @@ def check_request(inputs: AnimationInputs, negative: Tensor | None, settings: Sa
     if settings.cfg != 1.0 and negative is None:
         raise AnyCrowdError("cfg != 1 needs a negative text embedding: pass `negative` or set cfg=1.")
     video, boxes = inputs.control_video, inputs.track_boxes
+    require_finite(video, "The control video", "Its pixels must be numbers in 0..1; re-render or re-load it.")
+    if inputs.decoupled is None:
+        require_finite(inputs.reference_image, "The reference image", "Its pixels must be numbers in 0..1; re-load it.")
     if video.ndim != 4 or video.shape[-1] < 3:
         raise AnyCrowdError(f"The control video must be [T, H, W, 3]; got shape {tuple(video.shape)}.")
     if boxes.ndim != 3 or boxes.shape[-1] != 4 or boxes.shape[1] != video.shape[0]:
@@ -109,7 +126,9 @@ def check_request(inputs: AnimationInputs, negative: Tensor | None, settings: Sa
             f"track_boxes must be [M, T, 4] with T = {video.shape[0]} (the control video's frames), got "
             f"{tuple(boxes.shape)}: track the whole driving video (one box, or a NaN row, per track and frame)."
         )
-    return inputs.resolved_binding()
+    binding = inputs.resolved_binding()
+    check_tracks_visible(boxes, binding, int(video.shape[1]), int(video.shape[2]))
+    return binding
 
 
 def animate(
@@ -170,6 +189,7 @@ def animate(
             sampler=settings.sampler, seed=settings.seed, device=device,
             callback=callback, cancel=cancel,
         )
+    require_finite(x, "The sampled latent", _NAN_OUTPUT_FIX)
     latents = process_out(x[0, :, conditioning.trim:].float().cpu())
     frames = codec.decode(latents)
     info = {

@@ -160,6 +160,15 @@ def _guard(denoiser: Denoiser, cancel: Optional[Callable[[], bool]]) -> Denoiser
 def _check_sigmas(sigmas: torch.Tensor) -> None:
     if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1:
         raise AnyCrowdError("sigmas must be a 1-D tensor (use flow_sigmas(steps, shift)).")
+    values = sigmas.detach().float().cpu()
+    if not torch.isfinite(values).all() or (values < 0).any():
+        raise AnyCrowdError(f"sigmas must be finite and >= 0, got {values.tolist()}; use flow_sigmas(steps, shift).")
+    if len(values) > 1 and not (values[1:] < values[:-1]).all():
+        # every step divides by its starting sigma and integrates towards the next one
+        raise AnyCrowdError(
+            f"sigmas must run strictly downwards (noisy to clean, e.g. 1.0 ... 0.0), got {values.tolist()}; "
+            "use flow_sigmas(steps, shift), or reverse a list written upwards."
+        )
 
 
 # ----------------------------------------------------------------------------- samplers

@@ -13,7 +13,8 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .errors import AnyCrowdError
+from .errors import AnyCrowdError, require_finite
+from .files import atomic_output
 
 PathLike = Union[str, os.PathLike]
 ArrayLike = Union[torch.Tensor, np.ndarray]
@@ -33,6 +34,9 @@ def _to_uint8(frames: ArrayLike, ndim: int, what: str) -> np.ndarray:
         )
     if frames.dtype == np.uint8:
         return np.ascontiguousarray(frames)
+    # NaN would turn into black pixels without a word: a failed generation must not look saved
+    require_finite(frames, what, "The model or an input produced NaN/inf: check the inputs' values and the "
+                   "sampling settings (cfg, shift, strengths); nothing was written.")
     # Round rather than truncate so 0..1 -> 0..255 -> 0..1 round trips are unbiased.
     return np.ascontiguousarray(np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8))
 
@@ -53,16 +57,15 @@ def write_mp4(frames: ArrayLike, path: PathLike, fps: int = 16, codec: Optional[
     """
     import av
 
-    if fps <= 0:
-        raise AnyCrowdError(f"fps must be positive, got {fps}; Wan videos use 16.")
+    if not (isinstance(fps, (int, float)) and np.isfinite(fps) and fps >= 1):
+        raise AnyCrowdError(f"fps must be a number of at least 1, got {fps!r}; Wan videos use 16.")
     data = _to_uint8(frames, 4, "video frames")
     pad_h, pad_w = data.shape[1] % 2, data.shape[2] % 2
     if pad_h or pad_w:
         data = np.pad(data, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     codec = codec or _pick_codec()
-    with av.open(str(path), mode="w") as container:
+    with atomic_output(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=int(fps))
         stream.width, stream.height = data.shape[2], data.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -101,9 +104,9 @@ def write_png(image: ArrayLike, path: PathLike) -> Path:
 
     data = _to_uint8(image, 3, "image")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(data, cv2.COLOR_RGB2BGR)):
-        raise AnyCrowdError(f"could not write PNG {str(path)!r}; check the folder is writable and the name ends in .png.")
+    with atomic_output(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(data, cv2.COLOR_RGB2BGR)):
+            raise AnyCrowdError(f"could not write PNG {str(path)!r}; check the folder is writable and the name ends in .png.")
     return path
 
 
