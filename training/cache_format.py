@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -20,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.files import atomic_output
 
 # Bump whenever stored keys, shapes or meanings change: older entries are then rebuilt.
 FORMAT_VERSION = 1
@@ -50,31 +50,10 @@ def _save_file(tensors: Mapping[str, Tensor], path: str, metadata: Mapping[str, 
 
 def atomic_save_safetensors(path: Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> Path:
     """Write a safetensors file so that `path` is either absent/old or complete, never partial."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         _save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), {k: str(v) for k, v in metadata.items()})
-        os.chmod(tmp, 0o644)  # the writer may create it private; caches are shared between users/jobs
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write a text file atomically (tmp + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def file_signature(path: Path) -> list:

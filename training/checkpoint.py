@@ -210,22 +210,50 @@ def resolve_checkpoint(spec: str, root: Path) -> Path:
     return path
 
 
+class CheckpointDamaged(AnyCrowdError):
+    """A checkpoint file is missing, truncated or unreadable (e.g. the disk filled up or a
+    file was copied half-way); `file` names it."""
+
+    def __init__(self, message: str, file: Path):
+        super().__init__(message)
+        self.file = file
+
+
+def _read(path: Path, reader: Callable, what: str):
+    if not path.is_file():
+        raise CheckpointDamaged(f"{path} is missing ({what}): the checkpoint is incomplete.", path)
+    try:
+        return reader(path)
+    except Exception as e:  # any reader's failure on a damaged file: json, safetensors, torch.load
+        raise CheckpointDamaged(f"{path} cannot be read ({what}: {type(e).__name__}: {str(e)[:160]}).", path) from None
+
+
 def load_checkpoint(path: Path, process_index: int = 0) -> Checkpoint:
+    """Read one process's view of a checkpoint. CheckpointDamaged names an unreadable file;
+    AnyCrowdError says when the checkpoint came from a different number of processes."""
     from safetensors.torch import load_file
 
     path = Path(path)
-    state = TrainState(**json.loads((path / "state.json").read_text(encoding="utf-8")))
+
+    def read_state(p: Path) -> TrainState:
+        return TrainState(**json.loads(p.read_text(encoding="utf-8")))
+
+    state = _read(path / "state.json", read_state, "step, data position and settings hash")
     rng_file = path / f"rng_{process_index}.pt"
-    if not rng_file.is_file():
+    if process_index >= state.num_processes:
         raise AnyCrowdError(
             f"{path} was written by {state.num_processes} process(es) and has no RNG state for process "
             f"{process_index}: resume with the same number of processes."
         )
+
+    def torch_file(p: Path):
+        return torch.load(p, weights_only=True)
+
     return Checkpoint(
         path=path,
         state=state,
-        trainable=load_file(str(path / "trainable.safetensors")),
-        optimizer_state=torch.load(path / "optimizer.pt", weights_only=True),
-        scheduler_state=torch.load(path / "scheduler.pt", weights_only=True),
-        rng=torch.load(rng_file, weights_only=True),
+        trainable=_read(path / "trainable.safetensors", lambda p: load_file(str(p)), "trainable weights"),
+        optimizer_state=_read(path / "optimizer.pt", torch_file, "optimiser state"),
+        scheduler_state=_read(path / "scheduler.pt", torch_file, "learning-rate schedule"),
+        rng=_read(rng_file, torch_file, f"random-number state of process {process_index}"),
     )

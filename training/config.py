@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -295,8 +296,26 @@ def _all_keys(cls=RunConfig, prefix: str = "") -> list[str]:
     return out
 
 
+# names other trainers use for our keys: a did-you-mean by spelling alone would miss them
+SYNONYMS = {
+    "learning_rate": "optim.lr", "lr_scheduler": "optim.scheduler", "lr_warmup_steps": "optim.warmup_steps",
+    "warmup": "optim.warmup_steps", "grad_clip": "optim.max_grad_norm", "max_grad_norm": "optim.max_grad_norm",
+    "clip_grad_norm": "optim.max_grad_norm", "adam_beta1": "optim.betas", "adam_beta2": "optim.betas",
+    "adam_epsilon": "optim.eps", "gradient_accumulation_steps": "train.gradient_accumulation",
+    "grad_accum": "train.gradient_accumulation", "steps": "train.max_steps", "max_train_steps": "train.max_steps",
+    "num_steps": "train.max_steps", "save_steps": "train.checkpoint_every", "checkpointing_steps": "train.checkpoint_every",
+    "output_dir": "output.dir", "lora_rank": "lora.rank", "rank": "lora.rank", "network_dim": "lora.rank",
+    "lora_alpha": "lora.alpha", "network_alpha": "lora.alpha", "pretrained_model": "model.base",
+    "pretrained_model_name_or_path": "model.base", "checkpoint": "model.base", "precision": "train.mixed_precision",
+}
+
+
 def _unknown_key_message(dotted: str, key: str, names: Sequence[str], where: str) -> str:
     leaf = str(key)
+    if leaf in SYNONYMS:
+        hint = f" Did you mean '{SYNONYMS[leaf]}'?"
+        section = f"section '{where}'" if where else "the top level"
+        return f"Unknown config key '{dotted}'.{hint} Valid keys in {section}: {', '.join(names)}."
     elsewhere = [k for k in _all_keys() if k.rsplit(".", 1)[-1] == leaf]  # right key, wrong section
     close = difflib.get_close_matches(leaf, names, n=1, cutoff=0.6)
     if elsewhere:
@@ -353,13 +372,18 @@ def _coerce(hint, value, where: str):
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif base is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # NaN passes every range check; inf is never meant
+                raise AnyCrowdError(f"'{where}' is {value!r}; it must be a finite number.")
+            return number
     elif base is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from anycrowd_core.attention import GateBank
-from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.errors import AnyCrowdError, require_finite
+from anycrowd_core.files import atomic_output
 from anycrowd_core.wan import PRESETS, WanVaceConfig
 from anycrowd_core.wan.lora_merge import LORA_PREFIX as PREFIX
 from anycrowd_core.wan.lora_merge import lora_modules, merge_lora  # noqa: F401  (public here too)
@@ -104,18 +105,17 @@ def save_full_model(path: str | os.PathLike, model: nn.Module, *, config_hash: s
 
 
 def _atomic_save(path: Path, tensors: dict, meta: dict) -> Path:
+    """Refuses NaN/inf (a NaN adapter would load fine and paint black frames), then writes
+    through a temporary file, fsynced, renamed."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    for key, tensor in tensors.items():
+        require_finite(tensor, f"{path.name}: tensor {key}",
+                       "Training diverged; nothing was written. Resume from an earlier checkpoint with a lower optim.lr.")
+    with atomic_output(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -26,6 +26,7 @@ from torch import Tensor
 from anycrowd_core.codec import VideoCodec, check_frame_count, check_frame_size
 from anycrowd_core.decoupler import decouple_instances
 from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.files import ensure_output_dir, write_text_atomic
 from anycrowd_core.iilr import encode_iilr
 from anycrowd_core.latent_format import process_in
 from anycrowd_core.layout import boxes_from_masks, build_token_layout
@@ -754,7 +755,7 @@ def prepare(manifest: Path, out_dir: Path, settings: PrepareSettings,
     manifest, out_dir = Path(manifest), Path(out_dir)
     if not manifest.is_file():
         raise AnyCrowdError(f"manifest {str(manifest)!r} does not exist: pass --manifest PATH.jsonl.")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_output_dir(out_dir, "--out")
     report = PrepareReport(out_dir=out_dir)
     root = manifest.parent
 
@@ -823,7 +824,7 @@ def prepare(manifest: Path, out_dir: Path, settings: PrepareSettings,
 
 
 def _write_reports(out_dir: Path, report: PrepareReport, settings: PrepareSettings, text_header: dict) -> None:
-    cf.atomic_write_text(out_dir / cf.SKIPPED_FILE, "".join(json.dumps(s) + "\n" for s in report.skipped))
+    write_text_atomic(out_dir / cf.SKIPPED_FILE, "".join(json.dumps(s) + "\n" for s in report.skipped))
     index = {
         "format_version": cf.FORMAT_VERSION,
         "entries": report.entries,
@@ -834,7 +835,7 @@ def _write_reports(out_dir: Path, report: PrepareReport, settings: PrepareSettin
     }
     if text_header.get("warning"):
         index["warning"] = text_header["warning"]
-    cf.atomic_write_text(out_dir / cf.INDEX_FILE, json.dumps(index, indent=2) + "\n")
+    write_text_atomic(out_dir / cf.INDEX_FILE, json.dumps(index, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from anycrowd_core.decoupler import decouple_instances

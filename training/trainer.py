@@ -13,6 +13,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 
 from anycrowd_core.attention import AnyCrowdAttention, GateBank
 from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.files import ensure_output_dir
 from anycrowd_core.wan import WanVaceConfig, grid_positions
 
 from . import checkpoint as ckpt
@@ -106,6 +109,53 @@ class Batch:
     sigma: float
 
 
+# ---------------------------------------------------------------- stopping
+
+
+class NonFiniteTraining(AnyCrowdError):
+    """The loss or gradient became NaN/inf: training stopped before applying the step."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C: the running step was finished and saved as `checkpoint` (step `step`)."""
+
+    def __init__(self, step: int, checkpoint: Path):
+        super().__init__(f"interrupted after step {step}; checkpoint {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c(log):
+    """Yields `requested()`: True once Ctrl-C was pressed. The first Ctrl-C only asks the
+    loop to stop after the running step; a second one interrupts at once. Outside the
+    main thread (no signal handlers there) requests are never seen."""
+    requested = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: requested[0]
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if requested[0]:
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        requested[0] = True
+        log("\nCtrl-C: finishing this step, then saving a checkpoint (press Ctrl-C again to stop at once).")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: requested[0]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _agreed(acc, flag: bool) -> bool:
+    """Every process stops after the same step: a Ctrl-C seen by any of them counts."""
+    if acc.num_processes == 1:
+        return flag
+    return bool(acc.reduce(torch.tensor([float(flag)], device=acc.device), reduction="sum").item() > 0)
+
+
 # ---------------------------------------------------------------- trainer
 
 
@@ -138,6 +188,8 @@ class Trainer:
             )
         self.out_dir = Path(cfg.output.dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
+        if acc.is_main_process:  # before any compute: a run must not fail at its first checkpoint
+            ensure_output_dir(self.out_dir, "output.dir")
 
         self.wan_cfg: WanVaceConfig = check_base(cfg.model)  # header checks before anything heavy
         self.dataset = self._dataset if self._dataset is not None else self._build_dataset()
@@ -196,7 +248,7 @@ class Trainer:
             )
         self.step, self.epoch, self.position = 0, 0, 0
         if self.resume:
-            self._restore(ckpt.resolve_checkpoint(self.resume, self.ckpt_dir))
+            self._resume(self.resume)
         self.writer = None
         if cfg.train.tensorboard and acc.is_main_process:
             try:
@@ -410,54 +462,30 @@ class Trainer:
                 self.epoch, self.position = self.epoch + 1, 0
 
     def train(self) -> dict:
-        """Run to train.max_steps (or `stop_after`); returns a summary dict."""
+        """Run to train.max_steps (or `stop_after`); returns a summary dict.
+
+        Ctrl-C finishes the running step, saves a checkpoint and raises TrainingInterrupted
+        (a second Ctrl-C stops at once, keeping the last complete checkpoint). A non-finite
+        loss or gradient raises NonFiniteTraining before the step is applied or saved."""
         if not hasattr(self, "module"):
             self.setup()
         cfg, acc = self.cfg, self.accelerator
         stop = min(cfg.train.max_steps, self.stop_after or cfg.train.max_steps)
+        if self.step >= stop and self.stop_after is not None and self.stop_after < cfg.train.max_steps:
+            self.log(f"already at step {self.step} (--stop-after {self.stop_after}): nothing to train.")
+            return {"step": self.step, "checkpoint": None, "outputs": {}, "steps_per_s": 0.0, "last_loss": None}
         from tqdm.auto import tqdm
 
         bar = tqdm(total=stop, initial=self.step, disable=not (cfg.train.progress and acc.is_main_process),
                    desc="train", dynamic_ncols=True)
         self.module.train()
         started, first_step = time.perf_counter(), self.step
-        accum = cfg.train.gradient_accumulation
-        while self.step < stop:
-            totals = torch.zeros(3)
-            sigmas = []
-            for micro in range(accum):
-                batch = self.make_batch(self._next_sample(), train=True)
-                sigmas.append(batch.sigma)
-                sync = contextlib.nullcontext() if micro == accum - 1 else acc.no_sync(self.module)
-                with sync:
-                    loss, fm, agf = self.compute_loss(batch)
-                    acc.backward(loss / accum)
-                totals += torch.stack([loss.detach(), fm.detach(), agf.detach()]).float().cpu() / accum
-            if cfg.optim.max_grad_norm:
-                acc.clip_grad_norm_(self.trainable, cfg.optim.max_grad_norm)
-            lr_used = float(self.scheduler.get_last_lr()[0])  # the rate of this step, logged below
-            self.optimizer.step()
-            if not acc.optimizer_step_was_skipped:  # fp16: the grad scaler skips overflowing steps
-                self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            totals = acc.reduce(totals.to(acc.device), reduction="mean").cpu()
-            record = {"step": self.step, "loss": float(totals[0]), "fm": float(totals[1]), "agf": float(totals[2]),
-                      "lr": lr_used, "sigma": sum(sigmas) / len(sigmas),
-                      "time": time.perf_counter()}
-            self.history.append(record)
-            elapsed = time.perf_counter() - started
-            speed = (self.step - first_step) / elapsed if elapsed > 0 else 0.0
-            bar.set_postfix(loss=f"{record['loss']:.4f}", agf=f"{record['agf']:.3f}", it_s=f"{speed:.2f}")
-            bar.update(1)
-            if self.writer is not None and (self.step % max(cfg.train.log_every, 1) == 0 or self.step == stop):
-                for key in ("loss", "fm", "agf", "lr", "sigma"):
-                    self.writer.add_scalar(f"train/{key}", record[key], self.step)
-                self.writer.add_scalar("train/steps_per_s", speed, self.step)
-            if cfg.train.val_every and self.step % cfg.train.val_every == 0:
-                self.validate()
-            if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0 and self.step < stop:
-                self.save_checkpoint()
+        with _stop_on_ctrl_c(self.log) as stop_requested:
+            while self.step < stop:
+                self._train_step(bar, started, first_step, stop)
+                if _agreed(acc, stop_requested()):
+                    bar.close()
+                    raise TrainingInterrupted(self.step, self.save_checkpoint())
         bar.close()
         final = self.save_checkpoint()
         outputs = self.export(self.out_dir) if self.step >= cfg.train.max_steps else {}
@@ -469,6 +497,83 @@ class Trainer:
             "steps_per_s": (self.step - first_step) / elapsed if elapsed > 0 else 0.0,
             "last_loss": self.history[-1]["loss"] if self.history else None,
         }
+
+    def _train_step(self, bar, started: float, first_step: int, stop: int) -> None:
+        """One optimiser step over gradient_accumulation micro-batches, then logging,
+        validation and periodic checkpoints."""
+        cfg, acc = self.cfg, self.accelerator
+        accum = cfg.train.gradient_accumulation
+        totals = torch.zeros(3)
+        sigmas = []
+        for micro in range(accum):
+            batch = self.make_batch(self._next_sample(), train=True)
+            sigmas.append(batch.sigma)
+            sync = contextlib.nullcontext() if micro == accum - 1 else acc.no_sync(self.module)
+            with sync:
+                loss, fm, agf = self.compute_loss(batch)
+                acc.backward(loss / accum)
+            totals += torch.stack([loss.detach(), fm.detach(), agf.detach()]).float().cpu() / accum
+        # fp16's grad scaler expects overflowing steps and skips them itself
+        guard = acc.scaler is None
+        if guard and not torch.isfinite(totals).all():
+            self._stop_non_finite(f"loss is {float(totals[0])} (flow matching {float(totals[1])}, AGF {float(totals[2])})", batch)
+        grad_norm = acc.clip_grad_norm_(self.trainable, cfg.optim.max_grad_norm or float("inf"))
+        if guard and grad_norm is not None and not math.isfinite(float(grad_norm)):
+            self._stop_non_finite(f"gradient norm is {float(grad_norm)}", batch)
+        lr_used = float(self.scheduler.get_last_lr()[0])  # the rate of this step, logged below
+        self.optimizer.step()
+        if not acc.optimizer_step_was_skipped:  # fp16: the grad scaler skips overflowing steps
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        totals = acc.reduce(totals.to(acc.device), reduction="mean").cpu()
+        record = {"step": self.step, "loss": float(totals[0]), "fm": float(totals[1]), "agf": float(totals[2]),
+                  "lr": lr_used, "sigma": sum(sigmas) / len(sigmas), "time": time.perf_counter()}
+        self.history.append(record)
+        elapsed = time.perf_counter() - started
+        speed = (self.step - first_step) / elapsed if elapsed > 0 else 0.0
+        bar.set_postfix(loss=f"{record['loss']:.4f}", agf=f"{record['agf']:.3f}", it_s=f"{speed:.2f}")
+        bar.update(1)
+        if self.writer is not None and (self.step % max(cfg.train.log_every, 1) == 0 or self.step == stop):
+            for key in ("loss", "fm", "agf", "lr", "sigma"):
+                self.writer.add_scalar(f"train/{key}", record[key], self.step)
+            self.writer.add_scalar("train/steps_per_s", speed, self.step)
+        if cfg.train.val_every and self.step % cfg.train.val_every == 0:
+            self.validate()
+        if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0 and self.step < stop:
+            self.save_checkpoint()
+
+    def _stop_non_finite(self, what: str, batch: Batch) -> None:
+        """Raise NonFiniteTraining naming the likely cause; nothing of this step is applied."""
+        self.optimizer.zero_grad(set_to_none=True)
+        step, cfg = self.step + 1, self.cfg
+        inputs = {"noised latents": batch.x_t, "text embedding": batch.context, "VACE context": batch.vace_context}
+        bad_inputs = [name for name, t in inputs.items() if not torch.isfinite(t).all()]
+        module = self._unwrapped()
+        trainable = set(self.param_names)
+        bad_weights = [n for n, p in module.named_parameters() if not torch.isfinite(p).all()]
+        # named as in the checkpoint file (no peft wrapper names)
+        bad_base = [n.removeprefix("wan.").replace(".base_layer", "") for n in bad_weights if n not in trainable]
+        if bad_inputs:
+            cause = (f"the training sample's {', '.join(bad_inputs)} hold NaN/inf: rebuild the cache with "
+                     "`python -m training.prepare` (and check the source videos)")
+        elif bad_base:
+            cause = (f"the base model's weights hold NaN/inf ({', '.join(bad_base[:3])}"
+                     f"{', ...' if len(bad_base) > 3 else ''}): re-download or re-convert model.base={cfg.model.base!r}")
+        elif bad_weights:
+            cause = (f"the trained weights diverged ({len(bad_weights)} tensors are NaN/inf): lower optim.lr "
+                     f"(now {cfg.optim.lr:g}) and keep optim.max_grad_norm set")
+        else:
+            cause = (f"the forward pass overflowed: lower optim.lr (now {cfg.optim.lr:g})"
+                     + (", or train in bf16 instead of fp16" if cfg.train.mixed_precision == "fp16" else "")
+                     + (", or use model.dtype=bf16/fp32" if cfg.model.dtype == "fp16" else ""))
+        found = ckpt.list_checkpoints(self.ckpt_dir)
+        kept = (f"The last good checkpoint is {found[-1]}; fix the cause, then resume from it with --resume."
+                if found else "No checkpoint had been written yet; fix the cause and start again.")
+        raise NonFiniteTraining(
+            f"Training stopped at step {step}: the {what}. Nothing of this step was applied or saved, and no "
+            f"adapter was written. Likely cause: {cause}. {kept}"
+        )
 
     @torch.no_grad()
     def evaluate(self, indices: Sequence[int]) -> dict:
@@ -524,6 +629,37 @@ class Trainer:
             # data position is per process too: shards differ in length when samples % processes != 0
             rng={**capture_rng(self.generator), "data_epoch": self.epoch, "data_position": self.position},
             extra=lambda folder: self.export(folder), keep=self.cfg.train.keep_checkpoints,
+        )
+
+    def _resume(self, spec: str) -> None:
+        """Restore `spec` ('latest' or a folder). With 'latest', a damaged newest checkpoint
+        (truncated file, disk full) falls back to the previous complete one, and says so."""
+        path = ckpt.resolve_checkpoint(spec, self.ckpt_dir)
+        if spec != ckpt.LATEST:
+            try:
+                return self._restore(path)
+            except ckpt.CheckpointDamaged as e:
+                others = [p.name for p in ckpt.list_checkpoints(self.ckpt_dir) if p.resolve() != path.resolve()]
+                raise AnyCrowdError(
+                    f"{e} Resume from another checkpoint instead"
+                    + (f" (available in {self.ckpt_dir}: {', '.join(others)}; or --resume latest)" if others else "")
+                    + ", or start a new run without --resume."
+                ) from None
+        candidates = [path] + [p for p in reversed(ckpt.list_checkpoints(self.ckpt_dir)) if p.resolve() != path.resolve()]
+        damaged = []
+        for candidate in candidates:
+            try:
+                self._restore(candidate)
+            except ckpt.CheckpointDamaged as e:
+                damaged.append(str(e))
+                continue
+            if damaged and self.accelerator.is_main_process:
+                self.log("skipped damaged checkpoint(s), resumed from the previous complete one:\n  "
+                         + "\n  ".join(damaged))
+            return
+        raise AnyCrowdError(
+            f"--resume latest: every checkpoint in {self.ckpt_dir} is damaged:\n  " + "\n  ".join(damaged)
+            + "\nStart a new run without --resume (or a new output.dir)."
         )
 
     def _restore(self, path: Path) -> None:
@@ -584,4 +720,4 @@ class Trainer:
         return out
 
 
-__all__ = ["Batch", "ResumableSampler", "TrainModule", "Trainer"]
+__all__ = ["Batch", "NonFiniteTraining", "ResumableSampler", "TrainModule", "Trainer", "TrainingInterrupted"]

@@ -35,7 +35,7 @@ from ..mini.seeds import EVAL_SEED_BASE
 from ..pipeline import AnimationInputs, SamplingSettings, animate
 from ..pose.align import align_identities
 from ..pose.types import PoseTracks
-from ..scenes import HEAD, LOWER, SCENARIOS, UPPER, ProceduralScene, make_scene
+from ..scenes import LOWER, SCENARIOS, UPPER, ProceduralScene, make_scene
 
 SETTINGS = ("self", "cross", "recast", "one_to_many")
 # Eligibility of a track-frame for binding accuracy: mostly unoccluded, both tones visible.
