@@ -16,6 +16,7 @@ from .boxes import format_boxes
 from .errors import AnyCrowdError
 from .scenes import make_scene
 from .video_io import write_mp4, write_png
+from .files import ensure_output_dir
 
 
 def write_example_inputs(out: Path, characters: int = 2, frames: int = 81, height: int = 480,
@@ -23,7 +24,7 @@ def write_example_inputs(out: Path, characters: int = 2, frames: int = 81, heigh
     """Write the example files into `out`; returns their paths."""
     scene = make_scene(num_characters=characters, num_frames=frames, height=height, width=width,
                        seed=seed, scenario=scenario)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_output_dir(out, "--out")
     written = [write_png(scene.reference_image, out / "anycrowd_reference.png")]
     for i, mask in enumerate(scene.reference_masks):
         written.append(write_png(mask.float()[..., None].expand(-1, -1, 3), out / f"anycrowd_mask_{i}.png"))

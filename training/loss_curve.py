@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.video_io import write_png
 
 
 def read_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
@@ -87,9 +88,10 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), cv2.cvtColor(np.concatenate(panels, axis=1), cv2.COLOR_RGB2BGR)):
-        print(f"error: could not write {out}; check the folder and that the name ends in .png", file=sys.stderr)
+    try:
+        write_png(np.concatenate(panels, axis=1), out)
+    except AnyCrowdError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
     return 0
