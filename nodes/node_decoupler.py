@@ -22,6 +22,7 @@ from anycrowd_core.pose.keypoint_format import pose_keypoint_to_sequence
 from anycrowd_core.pose.types import BODY_POINTS, NUM_KEYPOINTS, PoseTracks
 
 from .comfy_runtime import resize_frames
+from .input_checks import check_same_aspect, image_batch, mask_batch, pose_canvas, seed_value, user_text, whole_number
 from .node_types import INSTANCES, TRACKS
 
 # Masks whose aspect ratio differs from the image's by more than this are refused rather
@@ -78,7 +79,12 @@ def reference_keypoints_for_masks(pose_keypoint, masks: Tensor) -> Tensor:
     image (first frame): people are matched to masks by how many of their body points fall
     inside each mask (Hungarian); a mask nobody matches gets zeros (alignment then uses boxes)."""
     n, height, width = int(masks.shape[0]), int(masks.shape[1]), int(masks.shape[2])
-    people = pose_keypoint_to_sequence(pose_keypoint, height=height, width=width).frames[0].keypoints.double().numpy()
+    canvas = pose_canvas(pose_keypoint)
+    if canvas is not None:
+        check_same_aspect(canvas, (height, width), "The reference_pose canvas", "the reference image",
+                          "give the poses of this reference image (run the pose extractor on it).")
+    people = user_text(lambda: pose_keypoint_to_sequence(pose_keypoint, height=height, width=width),
+                       "reference_pose (POSE_KEYPOINT)", pose_keypoint).frames[0].keypoints.double().numpy()
     out = np.zeros((n, NUM_KEYPOINTS, 3))
     if people.shape[0] == 0:
         return torch.from_numpy(out).float()
@@ -154,20 +160,27 @@ class AnyCrowdInstanceDecoupler:
 
     def decouple(self, image, masks, reassign=False, seed=0, background_fill="gray", align_to=None,
                  reference_pose=None, anchor_frame=-1, align_binding=""):
-        if image.ndim == 4:
-            image = image[0]
+        image = image_batch(image, "image (the reference image)")[0]
         height, width = int(image.shape[0]), int(image.shape[1])
-        masks = fit_masks_to_image(masks, height, width)
+        masks = fit_masks_to_image(
+            mask_batch(masks, "masks", fix="Give one mask per character as a MASK batch [N, H, W]."), height, width)
+        seed = seed_value(seed)
+        anchor_frame = whole_number(anchor_frame, "anchor_frame", fix="Use -1 (automatic) or a frame of the driving tracks.")
+        if align_to is not None and isinstance(align_to, PoseTracks) and anchor_frame >= align_to.num_frames:
+            raise AnyCrowdError(
+                f"anchor_frame {anchor_frame} is past the driving tracks' last frame ({align_to.num_frames - 1}): "
+                "use -1 (automatic) or a frame that exists."
+            )
         if align_to is None and reference_pose is not None:
             raise AnyCrowdError("reference_pose is only used to align to driving tracks: connect align_to too, or disconnect it.")
         if align_to is not None and reassign:
             raise AnyCrowdError("reassign (random placement) and align_to (placement on the driving tracks) exclude each other: turn reassign off.")
         instances = decouple_instances(
-            image[..., :3].float().cpu(), masks.cpu(), reassign=bool(reassign), seed=int(seed), fill=background_fill
+            image, masks.cpu(), reassign=bool(reassign), seed=seed, fill=background_fill
         )
         aligned = None
         if align_to is not None:
             instances, aligned = align_to_tracks(instances, masks.cpu(), align_to, reference_pose, anchor_frame, align_binding)
-        ref = DecoupledReference(instances, image[..., :3].float().cpu(), masks.cpu(), bool(reassign), int(seed),
+        ref = DecoupledReference(instances, image, masks.cpu(), bool(reassign), seed,
                                  background_fill, aligned)
         return (ref, preview(instances)[None])

@@ -19,6 +19,7 @@ from anycrowd_core.pose.keypoint_format import pose_keypoint_to_tracks
 from anycrowd_core.pose.types import PoseTracks
 
 from .comfy_runtime import ComfyVAECodec, conditioning_set_values, resize_frames
+from .input_checks import conditioning, finite_number, image_batch, user_text
 from .node_iilr_encode import bind_pose_tracks, is_simple_binding
 from .node_types import LAYOUT, TRACKS
 
@@ -40,7 +41,7 @@ def tracks_input(tracks=None, pose_keypoint=None) -> PoseTracks:
             )
         return tracks
     if pose_keypoint is not None:
-        return pose_keypoint_to_tracks(pose_keypoint)
+        return user_text(lambda: pose_keypoint_to_tracks(pose_keypoint), "pose_keypoint (POSE_KEYPOINT)", pose_keypoint)
     raise AnyCrowdError(
         "No poses: connect tracks from AnyCrowd Pose Extractor (or a POSE_KEYPOINT from a DWPose node with "
         "face landmarks enabled)."
@@ -106,8 +107,11 @@ class AnyCrowdFaceControl:
     def VALIDATE_INPUTS(cls, mode=None, strength=None):
         if mode is not None and mode not in FACE_MODES:
             return f"mode {mode!r} is not available: choose one of {', '.join(FACE_MODES)}."
-        if strength is not None and float(strength) < 0:
-            return f"strength must be >= 0 (got {strength})."
+        if strength is not None:
+            try:
+                finite_number(strength, "strength", low=0.0)
+            except AnyCrowdError:
+                return f"strength must be a finite number >= 0 (got {strength})."
         return True
 
     def apply(self, positive, negative, vae, images, mode, strength, enlarge, layout=None, tracks=None,
@@ -116,6 +120,11 @@ class AnyCrowdFaceControl:
             raise AnyCrowdError("layout must come from AnyCrowd IILR Encode (an ANYCROWD_LAYOUT).")
         if not isinstance(images, Tensor) or images.ndim != 4:
             raise AnyCrowdError("images must be the driving video as an IMAGE batch [frames, H, W, 3].")
+        images = image_batch(images, "images (the driving video)", fix="Connect the driving video the poses came from.")
+        strength = finite_number(strength, "strength", low=0.0, fix="Use e.g. 0.5.")
+        enlarge = finite_number(enlarge, "enlarge", low=0.0, fix="Use e.g. 1.5.")
+        if layout is not None:
+            positive, negative = conditioning(positive, "positive"), conditioning(negative, "negative")
         source = tracks_input(tracks, pose_keypoint)
         frames = int(images.shape[0])
         if layout is not None and frames != layout.pixel_frames:
@@ -125,7 +134,7 @@ class AnyCrowdFaceControl:
                 "(same ImageFromBatch / frame cap), and extract the tracks from them."
             )
         bound, offsets = bound_tracks(source, binding, layout.num_identities if layout is not None else None)
-        face = face_control_video(images[..., :3].float().cpu(), bound, mode=mode, enlarge=float(enlarge),
+        face = face_control_video(images, bound, mode=mode, enlarge=enlarge,
                                   source_offsets=offsets)
         video = face.video
         if layout is None:
@@ -133,7 +142,7 @@ class AnyCrowdFaceControl:
         height, width = layout.frame_size
         video = resize_frames(video, width, height).clamp(0, 1)
         stream = encode_control_stream(ComfyVAECodec(vae), video, num_ref_frames=layout.num_ref_frames)
-        values = comfy_vace_values(stream, float(strength))
+        values = comfy_vace_values(stream, strength)
         return (
             conditioning_set_values(positive, values, append=True),
             conditioning_set_values(negative, values, append=True),

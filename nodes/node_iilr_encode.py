@@ -30,6 +30,16 @@ from anycrowd_core.pose.track_boxes import padded_track_boxes
 from anycrowd_core.pose.types import NUM_KEYPOINTS, PoseTracks
 
 from .comfy_runtime import ComfyVAECodec, conditioning_set_values, empty_latent, resize_frames, resize_masks
+from .input_checks import (
+    check_identities_visible,
+    check_same_aspect,
+    conditioning,
+    finite_number,
+    image_batch,
+    mask_batch,
+    user_text,
+    whole_number,
+)
 from .node_decoupler import DecoupledReference
 from .node_types import INSTANCES, LAYOUT, TRACKS
 
@@ -204,13 +214,18 @@ class AnyCrowdIILREncode:
         # Linked inputs arrive as None here; they are checked again when the node runs.
         try:
             if width is not None and height is not None:
-                check_frame_size(int(height), int(width), what="requested output (width x height)")
+                check_frame_size(whole_number(height, "height"), whole_number(width, "width"),
+                                 what="requested output (width x height)")
             if length is not None:
-                check_frame_count(int(length), "requested length")
+                length = whole_number(length, "length")
+                check_frame_count(length, "requested length")
         except AnyCrowdError as exc:
             return str(exc)
         if boxes is not None and length is not None:
-            problem = validate_boxes_text(boxes, int(length))
+            try:
+                problem = user_text(lambda: validate_boxes_text(boxes, length), "boxes", boxes)
+            except AnyCrowdError as exc:
+                problem = str(exc)
             if problem:
                 return problem
         if binding is not None:
@@ -223,12 +238,24 @@ class AnyCrowdIILREncode:
         self, positive, negative, vae, instances, control_video, width, height, length, batch_size, strength,
         boxes="", binding="", track_masks=None, control_masks=None, background_reference=True, tracks=None,
     ):
-        width, height, length = int(width), int(height), int(length)
+        width, height, length = (whole_number(v, name) for v, name in ((width, "width"), (height, "height"),
+                                                                         (length, "length")))
         _check_geometry(width, height, length)
+        batch_size = whole_number(batch_size, "batch_size", low=1, fix="Sample at least one video.")
+        strength = finite_number(strength, "strength", low=0.0, fix="Use e.g. 1.0 (as in WanVaceToVideo).")
+        positive, negative = conditioning(positive, "positive"), conditioning(negative, "negative")
         if not isinstance(instances, DecoupledReference):
             raise AnyCrowdError("instances must come from AnyCrowd Instance Decoupler.")
         video = self._control_video(control_video, length)
         src_size = (int(video.shape[1]), int(video.shape[2]))
+        if track_masks is not None:
+            if isinstance(track_masks, Tensor) and track_masks.ndim == 4:  # [characters, length, H, W]
+                track_masks = track_masks.reshape(-1, *track_masks.shape[-2:])
+            track_masks = mask_batch(track_masks, "track_masks",
+                                     fix="Give all length masks of character 0, then of character 1, ...")
+            check_same_aspect((int(track_masks.shape[-2]), int(track_masks.shape[-1])), src_size, "track_masks",
+                              "control_video", "make the track masks on the frames of the control video "
+                              "(the same size, or a resize of it).")
 
         num_ids = instances.num_identities
         if tracks is not None:
@@ -241,12 +268,16 @@ class AnyCrowdIILREncode:
             box_frame = self._box_frame(track_masks, src_size)
             track_boxes, track_binding = self.bind_box_tracks(binding, track_boxes, box_frame, num_ids)
             track_boxes = resize_boxes(track_boxes, box_frame, (height, width))
+        where = "track" if tracks is not None else "track_masks character" if track_masks is not None else "boxes line"
+        check_identities_visible(track_boxes, track_binding, num_ids, (height, width), where, "IILR Encode")
 
         decoupled = fit_instances(instances.instances, width, height)
         video = resize_frames(video, width, height).clamp(0, 1)
         mask = None
         if control_masks is not None:
-            cm = control_masks if control_masks.ndim == 3 else control_masks.reshape(-1, *control_masks.shape[-2:])
+            if isinstance(control_masks, Tensor) and control_masks.ndim == 4:
+                control_masks = control_masks.reshape(-1, *control_masks.shape[-2:])
+            cm = mask_batch(control_masks, "control_masks", weights=True)
             if int(cm.shape[0]) != length:
                 raise AnyCrowdError(
                     f"control_masks has {int(cm.shape[0])} masks but length is {length}: give one mask per frame."
@@ -255,13 +286,13 @@ class AnyCrowdIILREncode:
 
         layout = build_token_layout(decoupled.masks, track_boxes, track_binding, background=bool(background_reference))
         cond = encode_iilr(
-            ComfyVAECodec(vae), decoupled, video, mask, background=bool(background_reference), strength=float(strength)
+            ComfyVAECodec(vae), decoupled, video, mask, background=bool(background_reference), strength=strength
         )
         vace = comfy_vace_inputs(cond)
         values = {"vace_frames": [vace.vace_frames], "vace_mask": [vace.vace_mask], "vace_strength": [vace.vace_strength]}
         positive = conditioning_set_values(positive, values, append=True)
         negative = conditioning_set_values(negative, values, append=True)
-        latent = {"samples": empty_latent(int(batch_size), tuple(vace.latent.shape[1:]))}
+        latent = {"samples": empty_latent(batch_size, tuple(vace.latent.shape[1:]))}
         return (positive, negative, latent, vace.trim_latent, layout)
 
     @staticmethod
@@ -269,6 +300,7 @@ class AnyCrowdIILREncode:
         if not isinstance(control_video, Tensor) or control_video.ndim != 4:
             shape = tuple(control_video.shape) if isinstance(control_video, Tensor) else type(control_video).__name__
             raise AnyCrowdError(f"control_video must be an IMAGE batch [frames, H, W, 3]; got {shape}.")
+        control_video = image_batch(control_video, "control_video", fix="Connect the driving (pose) video.")
         frames = int(control_video.shape[0])
         if frames != length:
             lo, hi = nearest_valid_frame_counts(frames)
@@ -278,7 +310,7 @@ class AnyCrowdIILREncode:
                 f"The control video has {frames} frames, {word} than length = {length}: {fits}, or cut the video "
                 f"to {length} frames (e.g. Load Video's frame_load_cap / skip_first_frames)."
             )
-        return control_video[..., :3].float().cpu()
+        return control_video
 
     @staticmethod
     def bind_box_tracks(binding: str, track_boxes: Tensor, frame_size, num_ids: int) -> tuple[Tensor, list[int]]:
@@ -348,4 +380,4 @@ class AnyCrowdIILREncode:
             raise AnyCrowdError(
                 "No per-character boxes: write them in the boxes field (or connect track_masks).\n" + BOXES_SYNTAX
             )
-        return parse_boxes(boxes, length, video_size)
+        return user_text(lambda: parse_boxes(boxes, length, video_size), "boxes", boxes)

@@ -16,6 +16,7 @@ from anycrowd_core.errors import AnyCrowdError
 from ..training.export import GATES_FORMAT, LORA_FORMAT, AdapterFiles, load_adapter_files, read_metadata
 from .comfy_patch import check_wan_vace
 from .comfy_runtime import apply_lora
+from .input_checks import check_adapter_finite, finite_number
 from .node_types import GATES
 
 NONE = "None"
@@ -238,18 +239,20 @@ class AnyCrowdLoadAdapter:
 
     def load(self, model, lora_name, gates_name, strength_model=1.0):
         size = model_size(model)
+        strength_model = finite_number(strength_model, "strength_model",
+                                       fix="Use 1.0 (as trained), or 0 to apply no LoRA.")
         lora_path, gates_path = full_path(LORA_FOLDER, lora_name), full_path(GATES_FOLDER, gates_name)
         for slot, path in (("lora", lora_path), ("gates", gates_path)):
             problem = path and _format_problem(path, slot)
             if problem:
                 raise AnyCrowdError(problem)
         files = self._read(lora_path, gates_path, size)
-        info, warnings = adapter_info(files, lora_name, gates_name, float(strength_model))
+        info, warnings = adapter_info(files, lora_name, gates_name, strength_model)
         for w in warnings:
             logging.warning("AnyCrowd Load Adapter: %s", w)
         out = model
         if files.lora is not None and strength_model != 0:
-            out = apply_lora(model, files.lora, float(strength_model))
+            out = apply_lora(model, files.lora, strength_model)
         return (out, files.gates, info)
 
     def _read(self, lora_path, gates_path, size) -> AdapterFiles:
@@ -259,5 +262,7 @@ class AnyCrowdLoadAdapter:
         key = (stamp(lora_path), stamp(gates_path), tuple(sorted(size.items())))
         if key not in self._cache:
             # names both sizes and the base the file was trained for when it does not fit
-            self._cache = {key: load_adapter_files(lora_path, gates_path, size)}
+            files = load_adapter_files(lora_path, gates_path, size)
+            check_adapter_finite(files, lora_path, gates_path)
+            self._cache = {key: files}
         return self._cache[key]

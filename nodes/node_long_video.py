@@ -15,10 +15,18 @@ from anycrowd_core.long_video import plan_segments, plan_windows
 from .comfy_patch import check_gates, check_wan_vace
 from .comfy_runtime import ComfyVAECodec, apply_shift, resize_frames
 from .long_video_comfy import STRATEGIES, LongVideoInputs, SamplingOptions, run_sliding_window, run_token_replace
+from .input_checks import (
+    check_identities_visible,
+    check_same_aspect,
+    conditioning,
+    finite_number,
+    image_batch,
+    whole_number,
+)
 from .node_decoupler import DecoupledReference
 from .node_iilr_encode import MAX_RESOLUTION, AnyCrowdIILREncode, fit_instances
 from .node_tsda_patch import AGF_CHOICES, ATTENTION_MODES
-from .node_sampler import GATES_INPUT, sampling_inputs
+from .node_sampler import GATES_INPUT, sampler_options, sampling_inputs
 from .node_types import INSTANCES, TRACKS
 
 
@@ -74,9 +82,11 @@ class AnyCrowdLongVideoSampler:
                 return f"{name} {value!r} is not available: choose one of {', '.join(choices)}."
         try:
             if width is not None and height is not None:
-                check_frame_size(int(height), int(width), what="requested output (width x height)")
+                check_frame_size(whole_number(height, "height"), whole_number(width, "width"),
+                                 what="requested output (width x height)")
             if strategy is not None and segment_frames is not None and overlap_frames is not None:
-                _plan(strategy, max(int(segment_frames), 1), int(segment_frames), int(overlap_frames))
+                segment = whole_number(segment_frames, "segment_frames")
+                _plan(strategy, max(segment, 1), segment, whole_number(overlap_frames, "overlap_frames"))
         except AnyCrowdError as exc:
             return str(exc)
         return True
@@ -85,9 +95,9 @@ class AnyCrowdLongVideoSampler:
                  binding, attention_mode, agf_mode, seed, steps, cfg, sampler_name, scheduler, shift, strategy,
                  segment_frames, overlap_frames, tracks=None, face_video=None, face_strength=0.5, gates=None,
                  background_reference=True):
-        width, height = int(width), int(height)
         # every check that can fail runs before the first segment is sampled
         check_wan_vace(model)
+        width, height = whole_number(width, "width"), whole_number(height, "height")
         check_frame_size(height, width, what="requested output (width x height)")
         if strategy not in STRATEGIES:
             raise AnyCrowdError(f"strategy {strategy!r} is not available: choose one of {', '.join(STRATEGIES)}.")
@@ -95,8 +105,15 @@ class AnyCrowdLongVideoSampler:
             raise AnyCrowdError("instances must come from AnyCrowd Instance Decoupler.")
         if not isinstance(control_video, Tensor) or control_video.ndim != 4:
             raise AnyCrowdError("control_video must be an IMAGE batch [frames, H, W, 3] (the whole pose video).")
+        control_video = image_batch(control_video, "control_video", fix="Connect the full-length pose video.")
+        positive, negative = conditioning(positive, "positive"), conditioning(negative, "negative")
+        sampling = sampler_options(seed, steps, cfg, shift)
+        strength = finite_number(strength, "strength", low=0.0, fix="Use e.g. 1.0 (as in WanVaceToVideo).")
+        face_strength = finite_number(face_strength, "face_strength", low=0.0, fix="Use e.g. 0.5.")
+        segment_frames = whole_number(segment_frames, "segment_frames")
+        overlap_frames = whole_number(overlap_frames, "overlap_frames")
         frames = int(control_video.shape[0])
-        _plan(strategy, frames, int(segment_frames), int(overlap_frames))
+        _plan(strategy, frames, segment_frames, overlap_frames)
         if attention_mode not in ATTENTION_MODES or agf_mode not in AGF_CHOICES:
             raise AnyCrowdError(
                 f"attention_mode {attention_mode!r} / agf_mode {agf_mode!r}: choose attention_mode from "
@@ -105,15 +122,15 @@ class AnyCrowdLongVideoSampler:
         if gates is not None:
             check_gates(gates, model.model.diffusion_model)
         inputs = resolve_inputs(instances, control_video, width, height, boxes, binding, tracks, face_video,
-                                float(strength), float(face_strength), bool(background_reference))
-        options = SamplingOptions(int(seed), int(steps), float(cfg), sampler_name, scheduler, attention_mode,
-                                  agf_mode, gates)
-        if shift > 0:
-            model = apply_shift(model, float(shift))
+                                strength, face_strength, bool(background_reference))
+        options = SamplingOptions(sampling["seed"], sampling["steps"], sampling["cfg"], sampler_name, scheduler,
+                                  attention_mode, agf_mode, gates)
+        if sampling["shift"] > 0:
+            model = apply_shift(model, sampling["shift"])
         run = run_token_replace if strategy == "token_replace" else run_sliding_window
-        kwargs = {"segment_frames": int(segment_frames)} if strategy == "token_replace" else {"window_frames": int(segment_frames)}
+        kwargs = {"segment_frames": segment_frames} if strategy == "token_replace" else {"window_frames": segment_frames}
         images = run(model, ComfyVAECodec(vae), inputs, positive, negative, options,
-                     overlap_frames=int(overlap_frames), **kwargs)
+                     overlap_frames=overlap_frames, **kwargs)
         return (images,)
 
 
@@ -142,14 +159,25 @@ def resolve_inputs(instances: DecoupledReference, control_video: Tensor, width: 
         parsed = AnyCrowdIILREncode.text_or_mask_boxes(boxes, None, frames, src)
         track_boxes, ids = AnyCrowdIILREncode.bind_box_tracks(binding, parsed, src, instances.num_identities)
         track_boxes = resize_boxes(track_boxes, src, (height, width))
+    where = "track" if tracks is not None else "boxes line"
+    check_identities_visible(track_boxes, ids, instances.num_identities, (height, width), where, "Long Video Sampler")
     face = None
     if face_video is not None:
+        if not isinstance(face_video, Tensor) or face_video.ndim != 4:
+            raise AnyCrowdError(
+                f"face_video must be an IMAGE batch [frames, H, W, 3] (the face_video output of AnyCrowd Face Control); "
+                f"got {tuple(face_video.shape) if isinstance(face_video, Tensor) else type(face_video).__name__}."
+            )
+        face_video = image_batch(face_video, "face_video")
+        check_same_aspect((int(face_video.shape[1]), int(face_video.shape[2])), src, "face_video", "control_video",
+                          "make the face video from the driving video the control video was made from (AnyCrowd "
+                          "Face Control without a layout keeps its size).")
         if int(face_video.shape[0]) != frames:
             raise AnyCrowdError(
                 f"face_video has {int(face_video.shape[0])} frames but the control video has {frames}: make the face "
                 "video from the same full-length driving video (AnyCrowd Face Control without a layout)."
             )
-        face = resize_frames(face_video[..., :3].float().cpu(), width, height).clamp(0, 1)
+        face = resize_frames(face_video, width, height).clamp(0, 1)
     return LongVideoInputs(
         decoupled=fit_instances(instances.instances, width, height),
         control=resize_frames(video, width, height).clamp(0, 1),

@@ -25,6 +25,7 @@ from anycrowd_core.pose.types import PoseTracks
 
 from . import pose_models
 from .comfy_runtime import check_interrupted, progress_bar
+from .input_checks import check_same_aspect, finite_number, image_batch, pose_canvas, user_text, whole_number
 from .node_types import TRACKS
 
 POSE_KEYPOINT = "POSE_KEYPOINT"  # comfyui_controlnet_aux's socket type, so its nodes connect directly
@@ -73,7 +74,15 @@ def _video(images, what: str) -> Tensor:
     if not isinstance(images, Tensor) or images.ndim not in (3, 4) or images.shape[-1] < 3:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise AnyCrowdError(f"{what} must be an IMAGE batch [frames, H, W, 3]; got {shape}.")
-    return (images if images.ndim == 4 else images[None])[..., :3].float().cpu()
+    return image_batch(images, what)
+
+
+def _poses_fit(pose_keypoint, size: tuple[int, int], what: str, fix: str) -> None:
+    """Refuse POSE_KEYPOINT whose canvas has another shape than the image/video (H, W) they are
+    placed on: rescaling them would stretch every skeleton."""
+    canvas = pose_canvas(pose_keypoint)
+    if canvas is not None:
+        check_same_aspect(canvas, size, "The pose_keypoint canvas", what, fix)
 
 
 class AnyCrowdPoseExtractor:
@@ -167,10 +176,15 @@ class AnyCrowdPoseFromKeypoints:
                 images=None):
         video = _video(images, "images") if images is not None else None
         size = dict(height=int(video.shape[1]), width=int(video.shape[2])) if video is not None else {}
+        if video is not None:
+            _poses_fit(pose_keypoint, (size["height"], size["width"]), "images",
+                       "connect the video the poses were extracted from (or leave images unconnected).")
         if identities == "as_given":
-            tracks = pose_keypoint_to_tracks(pose_keypoint, coords=coords, **size)
+            tracks = user_text(lambda: pose_keypoint_to_tracks(pose_keypoint, coords=coords, **size),
+                               "pose_keypoint (POSE_KEYPOINT)", pose_keypoint)
         elif identities == "retrack":
-            seq = pose_keypoint_to_sequence(pose_keypoint, coords=coords, **size)
+            seq = user_text(lambda: pose_keypoint_to_sequence(pose_keypoint, coords=coords, **size),
+                            "pose_keypoint (POSE_KEYPOINT)", pose_keypoint)
             tracks = _track(seq, max_gap, min_track_length, smoothing, max_people)
         else:
             raise AnyCrowdError(f"identities must be 'retrack' or 'as_given', got {identities!r}.")
@@ -255,7 +269,10 @@ class AnyCrowdMasksFromPoses:
     def make_masks(self, image, detector_model, pose_model, providers="auto", det_threshold=0.3, frame=0,
                    iterations=5, margin=0.15, tracks=None, pose_keypoint=None):
         img = _video(image, "image")[0]
-        kp, boxes = self._people(img, detector_model, pose_model, providers, det_threshold, int(frame),
+        frame = whole_number(frame, "frame", low=0, fix="Use 0 for poses of the image itself.")
+        iterations = whole_number(iterations, "iterations", low=1, fix="Use e.g. 5.")
+        margin = finite_number(margin, "margin", low=0.0, fix="Use e.g. 0.15 (a fraction of the box size).")
+        kp, boxes = self._people(img, detector_model, pose_model, providers, det_threshold, frame,
                                  tracks, pose_keypoint)
         if kp.shape[0] == 0:
             raise AnyCrowdError(
@@ -263,7 +280,7 @@ class AnyCrowdMasksFromPoses:
             )
         order = np.argsort((boxes[:, 0] + boxes[:, 2]) / 2, kind="stable")
         kp, boxes = kp[order], boxes[order]
-        masks = grabcut_instance_masks(img, kp, boxes, iterations=int(iterations), margin=float(margin))
+        masks = grabcut_instance_masks(img, kp, boxes, iterations=iterations, margin=margin)
         for k in range(masks.shape[0]):
             if not masks[k].any():
                 # GrabCut found nothing (no confident skeleton): the box keeps the person usable.
@@ -289,7 +306,10 @@ class AnyCrowdMasksFromPoses:
             boxes = tracks.boxes[:, frame].double().numpy()[here]
             return _scale_people(kp, boxes, (tracks.height, tracks.width), (height, width), "tracks")
         if pose_keypoint is not None:
-            seq = pose_keypoint_to_sequence(pose_keypoint, height=height, width=width)
+            _poses_fit(pose_keypoint, (height, width), "image",
+                       "give the poses of this image (run a pose node on it), or leave pose_keypoint unconnected.")
+            seq = user_text(lambda: pose_keypoint_to_sequence(pose_keypoint, height=height, width=width),
+                            "pose_keypoint (POSE_KEYPOINT)", pose_keypoint)
             if not 0 <= frame < len(seq.frames):
                 raise AnyCrowdError(f"frame {frame} is outside the POSE_KEYPOINT's {len(seq.frames)} frames.")
             f = seq.frames[frame]

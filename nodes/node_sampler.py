@@ -10,6 +10,7 @@ from anycrowd_core.layout import TokenLayout
 
 from .comfy_patch import check_latent_matches_layout, check_wan_vace, patch_model
 from .comfy_runtime import WAN21_DEFAULT_SHIFT, apply_shift, sample, sampler_names
+from .input_checks import conditioning, finite_number, latent_samples, seed_value, whole_number
 from .node_tsda_patch import AGF_CHOICES, ATTENTION_MODES
 from .node_types import GATES, LAYOUT
 
@@ -34,6 +35,18 @@ def sampling_inputs(per_segment: bool = False) -> dict:
         "scheduler": (schedulers, {"default": "simple" if "simple" in schedulers else schedulers[0], "tooltip": "ComfyUI scheduler (as in KSampler); 'simple' is the usual choice for Wan."}),
         # default 0 = the model's own shift: 8.0 for Wan 2.1 unless a ModelSamplingSD3 node upstream set another
         "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip": f"Flow-matching sigma shift, set like the ModelSamplingSD3 node. 0 (default) keeps the model's own: {WAN21_DEFAULT_SHIFT} for Wan 2.1, or what a ModelSamplingSD3 node before this one set."}),
+    }
+
+
+def sampler_options(seed, steps, cfg, shift) -> dict:
+    """The widgets of `sampling_inputs` checked (finite, in range) as {seed, steps, cfg, shift}:
+    ComfyUI range-checks typed-in widget values only, not linked ones or Python callers."""
+    return {
+        "seed": seed_value(seed),
+        "steps": whole_number(steps, "steps", low=1, fix="Use e.g. 20 (the AnyCrowd-Mini demo uses 10)."),
+        "cfg": finite_number(cfg, "cfg", low=0.0, fix="Use about 6 for Wan 2.1 (1 for AnyCrowd-Mini)."),
+        "shift": finite_number(shift, "shift", low=0.0,
+                               fix=f"Use 0 to keep the model's own shift ({WAN21_DEFAULT_SHIFT:g} for Wan 2.1)."),
     }
 
 
@@ -71,8 +84,11 @@ class AnyCrowdSampler:
         for name, value, choices in (("attention_mode", attention_mode, ATTENTION_MODES), ("agf_mode", agf_mode, AGF_CHOICES)):
             if value is not None and value not in choices:
                 return f"{name} {value!r} is not available: choose one of {', '.join(choices)}."
-        if steps is not None and int(steps) < 1:
-            return f"steps must be at least 1 (got {steps})."
+        if steps is not None:
+            try:
+                whole_number(steps, "steps", low=1)
+            except AnyCrowdError:
+                return f"steps must be a whole number, at least 1 (got {steps})."
         return True
 
     def sample(
@@ -84,15 +100,16 @@ class AnyCrowdSampler:
         check_wan_vace(model)
         if not isinstance(layout, TokenLayout):
             raise AnyCrowdError("layout must come from AnyCrowd IILR Encode (an ANYCROWD_LAYOUT).")
-        if not isinstance(latent, dict) or "samples" not in latent:
-            raise AnyCrowdError("latent must be a LATENT (connect the latent output of AnyCrowd IILR Encode).")
-        check_latent_matches_layout(latent["samples"], layout)
+        check_latent_matches_layout(latent_samples(latent), layout)
+        positive, negative = conditioning(positive, "positive"), conditioning(negative, "negative")
+        options = sampler_options(seed, steps, cfg, shift)
+        denoise = finite_number(denoise, "denoise", low=0.0, high=1.0, fix="Use 1.0 to generate from noise.")
         patched = patch_model(model, layout, mode=attention_mode, agf=agf_mode, gates=gates)
-        if shift > 0:
-            patched = apply_shift(patched, float(shift))
+        if options["shift"] > 0:
+            patched = apply_shift(patched, options["shift"])
         samples = sample(
-            patched, latent, seed=int(seed), steps=int(steps), cfg=float(cfg), sampler_name=sampler_name,
-            scheduler=scheduler, positive=positive, negative=negative, denoise=float(denoise),
+            patched, latent, seed=options["seed"], steps=options["steps"], cfg=options["cfg"], sampler_name=sampler_name,
+            scheduler=scheduler, positive=positive, negative=negative, denoise=denoise,
             preview_from=layout.num_ref_frames,
         )
         out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}
