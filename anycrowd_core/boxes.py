@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import reprlib
 
 import torch
 from torch import Tensor
@@ -26,6 +27,15 @@ JSON works too: [[x0,y0,x1,y1], ...] (static), [[box or null per frame], ...] or
 [{"0": [x0,y0,x1,y1], "80": [...]}, ...] (keyframes), one entry per character."""
 
 _NONE_WORDS = {"none", "null", "-", "absent", "off"}
+# A number as typed: digits with an optional fraction and exponent (no inf / nan / 1_000 / 0x10).
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# A keyframe: a whole frame number in digits ("80"; "80.0" is read as 80).
+_FRAME = re.compile(r"\+?(\d+)(?:\.0*)?")
+# Coordinates are pixels of a video frame (or fractions 0..1): anything larger is a typo, and
+# float32 (the boxes' dtype) would turn numbers past ~3e38 into infinity.
+_MAX_COORD = 1e6
+_SHOW = reprlib.Repr()
+_SHOW.maxstring, _SHOW.maxother, _SHOW.maxlong, _SHOW.maxlevel, _SHOW.maxlist = 60, 60, 40, 3, 8
 
 
 def center_crop_region(src_h: int, src_w: int, dst_h: int, dst_w: int) -> tuple[int, int, int, int]:
@@ -58,38 +68,72 @@ def _error(message: str) -> AnyCrowdError:
     return AnyCrowdError(f"{message}\n{BOXES_SYNTAX}")
 
 
+def _show(value) -> str:
+    """repr for messages, shortened (a pasted 5000-digit number or deep JSON stays readable)."""
+    return _SHOW.repr(value)
+
+
+def _number(value, where: str, box) -> float:
+    """A finite coordinate from a typed number or a JSON number; AnyCrowdError naming the
+    number and its box otherwise (words, inf/nan, bools, numbers past +-_MAX_COORD)."""
+    if isinstance(value, str):
+        ok = _NUMBER.fullmatch(value.strip()) is not None
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        try:
+            number = float(value)
+        except OverflowError:  # a JSON integer past 1e308
+            number = math.inf
+        except ValueError:  # pragma: no cover - the pattern only lets numbers through
+            ok = False
+    non_finite = (f"{where}: box {_show(box)} has a non-finite number {_show(value)} (NaN, infinity or too "
+                  "large to represent); give a finite number.")
+    if not ok:
+        if isinstance(value, str) and value.strip().lower().lstrip("+-") in ("inf", "infinity", "nan"):
+            raise _error(non_finite)
+        raise _error(f"{where}: {_show(box)} is not 4 numbers x0,y0,x1,y1: {_show(value)} is not a number.")
+    if not math.isfinite(number):
+        raise _error(non_finite)
+    if abs(number) > _MAX_COORD:
+        raise _error(f"{where}: {_show(value)} in box {_show(box)} is out of range: coordinates are pixels of "
+                     f"the control video (or fractions 0..1) and lie within -{_MAX_COORD:.0f}..{_MAX_COORD:.0f}.")
+    return number
+
+
 def _box(values, where: str) -> list[float] | None:
     """A box from 4 numbers (or None for absent); checks xyxy order."""
     if values is None or (isinstance(values, str) and values.strip().lower() in _NONE_WORDS):
         return None
     if isinstance(values, str):
+        values = values.strip()
         parts = [p for p in re.split(r"[,\s]+", values.strip().strip("[]()")) if p]
     else:
         parts = list(values) if isinstance(values, (list, tuple)) else [values]
     if len(parts) != 4:
-        raise _error(f"{where}: a box needs 4 numbers x0,y0,x1,y1, got {values!r}.")
-    try:
-        box = [float(p) for p in parts]
-    except (TypeError, ValueError):
-        raise _error(f"{where}: {values!r} is not 4 numbers x0,y0,x1,y1.") from None
-    if not all(math.isfinite(v) for v in box):
-        raise _error(f"{where}: box {values!r} has a non-finite number.")
-    if box[2] <= box[0] or box[3] <= box[1]:
+        raise _error(f"{where}: a box needs 4 numbers x0,y0,x1,y1, got {_show(values)}.")
+    box = [_number(p, where, values) for p in parts]
+    # the order is checked on the float32 values the boxes are stored in
+    x0, y0, x1, y1 = torch.tensor(box, dtype=torch.float32).tolist()
+    if x1 <= x0 or y1 <= y0:
         raise _error(
-            f"{where}: box {values!r} has x1 <= x0 or y1 <= y0. Boxes are corners x0,y0,x1,y1 "
+            f"{where}: box {_show(values)} has x1 <= x0 or y1 <= y0. Boxes are corners x0,y0,x1,y1 "
             "(if yours are x,y,width,height use x,y,x+width,y+height)."
         )
     return box
 
 
 def _frame_index(key, where: str) -> int:
-    try:
-        value = float(key)
-    except (TypeError, ValueError):
-        raise _error(f"{where}: keyframe {key!r} is not a frame number.") from None
-    if value != int(value) or value < 0:
-        raise _error(f"{where}: keyframe {key!r} must be a whole frame number >= 0.")
-    return int(value)
+    text = str(key).strip()
+    whole = _FRAME.fullmatch(text)
+    if whole is None:
+        if _NUMBER.fullmatch(text) is None:
+            raise _error(f"{where}: keyframe {_show(key)} is not a frame number.")
+        raise _error(f"{where}: keyframe {_show(key)} must be a whole frame number >= 0 (digits, e.g. 80).")
+    digits = whole.group(1).lstrip("0") or "0"
+    if len(digits) > 12:
+        raise _error(f"{where}: keyframe {_show(key)} is too large for a frame number.")
+    return int(digits)
 
 
 def _from_keyframes(keys: dict[int, list[float] | None], num_frames: int, where: str) -> Tensor:
@@ -150,6 +194,8 @@ def _json_entry(entry, num_frames: int, where: str) -> Tensor:
         keys = {}
         for k, v in entry.items():
             f = _frame_index(k, where)
+            if f in keys:
+                raise _error(f"{where}: keyframe {f} is given twice.")
             keys[f] = _box(v, f"{where}, keyframe {f}")
         return _from_keyframes(keys, num_frames, where)
     if isinstance(entry, list) and entry and all(isinstance(v, (int, float)) for v in entry):
@@ -162,7 +208,7 @@ def _json_entry(entry, num_frames: int, where: str) -> Tensor:
             )
         rows = [_box(v, f"{where}, frame {t}") for t, v in enumerate(entry)]
         return torch.tensor([r if r is not None else [float("nan")] * 4 for r in rows], dtype=torch.float32)
-    raise _error(f"{where}: {json.dumps(entry)[:80]} is not a box, a list of boxes or a keyframe dict.")
+    raise _error(f"{where}: {_show(entry)} is not a box, a list of boxes or a keyframe dict.")
 
 
 def parse_boxes(text: str, num_frames: int, frame_size: tuple[int, int]) -> Tensor:
@@ -176,27 +222,41 @@ def parse_boxes(text: str, num_frames: int, frame_size: tuple[int, int]) -> Tens
     tracks: list[Tensor] = []
     if text[0] in "[{":
         try:
-            data = json.loads(text)
+            # integers past float range are read as floats (infinity): refused as non-finite like
+            # NaN / Infinity (Python's reader accepts those), not a traceback from int -> float
+            data = json.loads(text, parse_int=lambda t: int(t) if len(t) < 300 else float(t))
         except json.JSONDecodeError as exc:
             raise _error(f"The boxes look like JSON but do not parse: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
+        except RecursionError:
+            raise _error("The boxes JSON is nested too deeply: give a list of boxes, one entry per character.") from None
         if isinstance(data, dict):
             data = [data]  # one character given as a keyframe dict
         if not isinstance(data, list) or not data:
             raise _error("JSON boxes must be a non-empty list with one entry per character.")
         if all(isinstance(v, (int, float)) for v in data):
             data = [data]  # one character given as a single box
-        tracks = [_json_entry(e, num_frames, f"character {i}") for i, e in enumerate(data)]
+        where = [f"character {i}" for i in range(len(data))]
+        tracks = [_json_entry(e, num_frames, w) for e, w in zip(data, where)]
     else:
         lines = [ln.strip() for ln in text.splitlines()]
         lines = [ln for ln in lines if ln and not ln.startswith("#")]
         if not lines:
             raise _error("No boxes given (only comments): write one line per character.")
-        tracks = [_text_line(ln, num_frames, f"character {i} (line '{ln[:40]}')") for i, ln in enumerate(lines)]
+        where = [f"character {i} (line '{ln[:40]}')" for i, ln in enumerate(lines)]
+        tracks = [_text_line(ln, num_frames, w) for ln, w in zip(lines, where)]
     boxes = torch.stack(tracks)
     finite = boxes[~torch.isnan(boxes)]
     if finite.numel() and float(finite.max()) <= 1.0:
         h, w = frame_size
         boxes = boxes * torch.tensor([w, h, w, h], dtype=boxes.dtype)
+    # every keyframe box is checked, but float32 rounding can still collapse an interpolated or
+    # scaled box that is a sliver of a pixel wide
+    present = ~torch.isnan(boxes).any(-1)
+    flat = present & ((boxes[..., 2] <= boxes[..., 0]) | (boxes[..., 3] <= boxes[..., 1]))
+    if flat.any():
+        m, t = (int(i) for i in flat.nonzero()[0])
+        raise _error(f"{where[m]}: the box at frame {t} is {boxes[m, t].tolist()}, narrower than float precision; "
+                     "draw boxes at least a pixel wide and high.")
     return boxes
 
 
@@ -204,9 +264,14 @@ def format_boxes(boxes: Tensor, every: int = 4) -> str:
     """`[M, T, 4]` pixel boxes (NaN = absent) -> the keyframe syntax `parse_boxes` reads:
     one line per character, a keyframe every `every` frames, at the last frame and wherever
     the character appears or leaves ('none'). Coordinates rounded to whole pixels, so with
-    every=1 integer boxes round-trip exactly."""
+    every=1 integer boxes round-trip exactly; a box that rounds to zero width or height is
+    written one pixel wide or high (so the text always parses back)."""
     if boxes.dim() != 3 or boxes.shape[-1] != 4:
         raise AnyCrowdError(f"format_boxes expects [characters, frames, 4] boxes, got {tuple(boxes.shape)}.")
+    if torch.isinf(boxes).any():
+        raise AnyCrowdError("format_boxes got infinite box coordinates; boxes must be finite (NaN = absent).")
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise AnyCrowdError(f"format_boxes: every must be a whole number >= 1 (frames between keyframes), got {every!r}.")
     lines = []
     for track in boxes:
         absent = torch.isnan(track).any(dim=1)
@@ -217,7 +282,8 @@ def format_boxes(boxes: Tensor, every: int = 4) -> str:
             if state and edge:
                 parts.append(f"{t}: none")
             elif not state and (edge or t % every == 0 or t == track.shape[0] - 1):
-                parts.append(f"{t}: " + ",".join(str(int(round(float(v)))) for v in track[t]))
+                x0, y0, x1, y1 = (int(round(float(v))) for v in track[t])
+                parts.append(f"{t}: {x0},{y0},{max(x1, x0 + 1)},{max(y1, y0 + 1)}")
             previous = state
         lines.append("; ".join(parts))
     return "\n".join(lines)

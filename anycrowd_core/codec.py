@@ -8,6 +8,7 @@ bookkeeping are exercised exactly.
 
 from __future__ import annotations
 
+import operator
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -22,16 +23,38 @@ TEMPORAL_FACTOR = 4
 PIXEL_MULTIPLE = 16
 
 
+def _whole(value, problem: str) -> int:
+    """`value` as an int (ints, numpy / torch integer scalars). Bools, fractions, NaN, text and
+    None are refused: a CLI or config typo must not pass as a frame count or size. `problem`
+    starts the message, which then names the value."""
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise AnyCrowdError(f"{problem} must be a whole number, got {value!r} ({type(value).__name__}).")
+
+
 def nearest_valid_frame_counts(num_frames: int) -> tuple[int, int]:
-    """The valid frame counts (4n+1) just below and just above `num_frames`."""
-    lower = max(1, ((max(num_frames, 1) - 1) // TEMPORAL_FACTOR) * TEMPORAL_FACTOR + 1)
-    upper = lower if lower >= num_frames else lower + TEMPORAL_FACTOR
+    """The valid frame counts (4n+1) just below and just above `num_frames` (both equal to
+    it when it is valid); (1, 5), the two smallest, for a count below 1."""
+    num_frames = _whole(num_frames, "A frame count")
+    if num_frames < 1:
+        return 1, 1 + TEMPORAL_FACTOR
+    lower = ((num_frames - 1) // TEMPORAL_FACTOR) * TEMPORAL_FACTOR + 1
+    upper = lower if lower == num_frames else lower + TEMPORAL_FACTOR
     return lower, upper
 
 
 def check_frame_count(num_frames: int, what: str = "video") -> None:
     """Raise `AnyCrowdError` unless `num_frames` is 4n+1 (Wan's causal temporal VAE)."""
-    if num_frames < 1 or (num_frames - 1) % TEMPORAL_FACTOR != 0:
+    num_frames = _whole(num_frames, f"The {what}'s frame count")
+    if num_frames < 1:
+        raise AnyCrowdError(
+            f"The {what} has {num_frames} frames, but Wan needs 4n+1 frames (1, 5, 9, ..., 81). "
+            f"Give it at least 1 frame (e.g. 1 or {1 + TEMPORAL_FACTOR} frames)."
+        )
+    if (num_frames - 1) % TEMPORAL_FACTOR != 0:
         lower, upper = nearest_valid_frame_counts(num_frames)
         raise AnyCrowdError(
             f"The {what} has {num_frames} frames, but Wan needs 4n+1 frames (1, 5, 9, ..., 81). "
@@ -41,6 +64,8 @@ def check_frame_count(num_frames: int, what: str = "video") -> None:
 
 def check_frame_size(height: int, width: int, multiple: int = PIXEL_MULTIPLE, what: str = "video") -> None:
     """Raise `AnyCrowdError` unless height and width are positive multiples of `multiple`."""
+    height = _whole(height, f"The {what}'s height")
+    width = _whole(width, f"The {what}'s width")
     bad = [(name, v) for name, v in (("height", height), ("width", width)) if v < multiple or v % multiple]
     if bad:
         def near(v: int) -> str:
@@ -58,11 +83,12 @@ def check_frame_size(height: int, width: int, multiple: int = PIXEL_MULTIPLE, wh
 def latent_frames(num_frames: int) -> int:
     """Latent frames for `num_frames` pixel frames: (T-1)//4 + 1 (validated: T = 4n+1)."""
     check_frame_count(num_frames)
-    return (num_frames - 1) // TEMPORAL_FACTOR + 1
+    return (operator.index(num_frames) - 1) // TEMPORAL_FACTOR + 1
 
 
 def pixel_frames(num_latent_frames: int) -> int:
     """Pixel frames decoded from `num_latent_frames` latent frames: 4(L-1) + 1."""
+    num_latent_frames = _whole(num_latent_frames, "A latent's frame count")
     if num_latent_frames < 1:
         raise AnyCrowdError(f"A latent needs at least 1 frame, got {num_latent_frames}.")
     return (num_latent_frames - 1) * TEMPORAL_FACTOR + 1

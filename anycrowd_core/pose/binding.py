@@ -28,6 +28,10 @@ SYNTAX_HELP = (
     "30% of the width to the right)."
 )
 _UNITS = ("px", "py", "w", "h")  # longest first for the scanner
+# Largest shift accepted, px: a whole frame already pushes a copy out of the picture; past this
+# an offset is a typo (and float32, the offsets' dtype, overflows near 3e38).
+_MAX_OFFSET = 1e6
+_MAX_TRACK_DIGITS = 9
 
 
 @dataclass
@@ -89,7 +93,13 @@ def _syntax_error(text: str, pos: int, problem: str) -> AnyCrowdError:
     line_start = text.rfind("\n", 0, pos) + 1
     line_end = text.find("\n", pos)
     line = text[line_start: line_end if line_end >= 0 else len(text)]
-    caret = " " * (pos - line_start) + "^"
+    col = pos - line_start
+    if len(line) > 80:  # a long line (a pasted 5000-digit number): show the part around the caret
+        lo = max(0, col - 40)
+        hi = lo + 80
+        line = ("..." if lo else "") + line[lo:hi] + ("..." if hi < len(line) else "")
+        col = col - lo + (3 if lo else 0)
+    caret = " " * col + "^"
     return AnyCrowdError(
         f"Binding syntax error at character {pos + 1}: {problem}\n  {line}\n  {caret}\n{SYNTAX_HELP}"
     )
@@ -118,7 +128,18 @@ def _parse_clauses(text: str, num_identities: int) -> list[_Clause]:
         if not m:
             found = repr(text[j]) if j < n else "the end"
             raise _syntax_error(text, j, f"expected {what}, found {found}.")
-        return (int(m.group()) if integer else float(m.group())), m.end()
+        digits = m.group()
+        shown = digits if len(digits) <= 12 else digits[:12] + "..."
+        if integer:
+            if len(digits.lstrip("0")) > _MAX_TRACK_DIGITS:
+                raise _syntax_error(text, j, f"track number {shown} is too large: tracks are numbered as "
+                                             "shown in the preview (T0 -> 0).")
+            return int(digits), m.end()
+        value = float(digits)
+        if not value <= _MAX_OFFSET:  # so many digits that it is a typo (or infinity)
+            raise _syntax_error(text, j, f"offset number {shown} is out of range: offsets are fractions of "
+                                         f"the frame (e.g. 0.3w) or pixels (at most {_MAX_OFFSET:.0f}px).")
+        return value, m.end()
 
     while i < n:
         i = skip_ws(i)
@@ -247,6 +268,8 @@ def _make_binding(tracks: PoseTracks, identities, sources, offsets, num_identiti
 def check_binding_syntax(text: str) -> None:
     """AnyCrowdError (with the position of the problem) if `text` is not valid binding syntax;
     tracks and identity counts are not checked (for early validation before tracks exist)."""
+    if not isinstance(text, str):
+        raise AnyCrowdError(f"The binding must be text, got {type(text).__name__}. {SYNTAX_HELP}")
     _parse_clauses(text, len(LETTERS))
 
 
@@ -262,12 +285,18 @@ def parse_binding(text: str, tracks: PoseTracks, num_identities: int) -> Binding
         raise AnyCrowdError("No reference identities to bind: give at least one reference mask.")
     clauses = _parse_clauses(text, num_identities)
     index = _track_index(tracks)
+    if not index:
+        raise AnyCrowdError("No motion tracks to bind: the driving video has no tracked person. Check the pose "
+                            "extractor's preview (detection threshold, video content).")
     height, width = int(tracks.height), int(tracks.width)
     identities, sources, offsets, texts = [], [], [], []
     seen: dict[tuple, int] = {}
     for c in clauses:
         dx = c.offset[0] + c.offset[2] * width
         dy = c.offset[1] + c.offset[3] * height
+        if not (abs(dx) <= _MAX_OFFSET and abs(dy) <= _MAX_OFFSET):
+            raise _syntax_error(text, c.pos, f"the offset {c.offset_text} shifts by {dx:+g}px, {dy:+g}py: out of "
+                                             f"range (a whole frame, {width}x{height} px, already hides the copy).")
         for tid in c.tracks:
             if tid not in index:
                 shown = ", ".join(str(t) for t in index) or "none"
