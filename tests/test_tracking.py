@@ -93,6 +93,46 @@ def test_matching_never_takes_a_bad_pair_to_free_a_good_one():
     assert list(zip(rows, cols)) == [(0, 0)]
 
 
+def _greedy(cost: np.ndarray, max_cost: float) -> list[tuple[int, int]]:
+    """Nearest-first matching: repeatedly take the cheapest remaining pair."""
+    cost = cost.astype(float).copy()
+    pairs = []
+    while np.isfinite(cost).any() and cost.min() <= max_cost:
+        r, c = np.unravel_index(np.argmin(cost), cost.shape)
+        pairs.append((int(r), int(c)))
+        cost[r, :] = np.inf
+        cost[:, c] = np.inf
+    return sorted(pairs)
+
+
+def test_assignment_is_optimal_where_nearest_first_would_swap_identities():
+    # Two people side by side, 20 px apart, stand still for 4 frames, then both step right:
+    # A by 12 px, B by 14 px. A's new box is nearer to B's old box (8 px) than to A's own
+    # (12 px), so nearest-first matching gives B A's detection and leaves A the far one:
+    # an identity swap with a higher total cost than the right pairing.
+    a, b = [200, 100, 300, 350], [220, 100, 320, 350]
+    a_next, b_next = [212, 100, 312, 350], [234, 100, 334, 350]
+    tracks = np.array([a, b], float)
+    dets = np.array([a_next, b_next], float)
+    kp = np.stack([person(x)[:18] for x in tracks])
+    det_kp = np.stack([person(x)[:18] for x in dets])
+    cost = association_cost(tracks, kp[..., :2].astype(float), kp[..., 2] > 0, dets, det_kp[..., :2].astype(float),
+                            det_kp[..., 2] > 0, 0.5, 1.0)
+    greedy = _greedy(cost, 0.8)
+    assert greedy == [(0, 1), (1, 0)]  # the swap
+    assert cost[0, 0] + cost[1, 1] < cost[0, 1] + cost[1, 0]  # ... costs more than keeping each on their own
+    assert (cost <= 0.4).all()  # every pair is cheaper than leaving both unmatched: a real 2-vs-2 choice
+
+    frames = [frame([a, b]) for _ in range(4)] + [frame([b_next, a_next]) for _ in range(4)]  # listed B first
+    r = run_tracker(PoseSequence(frames, H, W))
+    assert r.tracks.num_tracks == 2 and r.observed.all()
+    # track 0 is A (left at frame 0): it takes A's detection (index 1 from frame 4 on), B takes B's
+    assert r.detection_index[:, :4].tolist() == [[0] * 4, [1] * 4]
+    assert r.detection_index[:, 4:].tolist() == [[1] * 4, [0] * 4]
+    assert torch.equal(r.tracks.boxes[0, -1], torch.tensor(a_next, dtype=torch.float32))
+    assert torch.equal(r.tracks.boxes[1, -1], torch.tensor(b_next, dtype=torch.float32))
+
+
 def test_short_detector_miss_is_bridged_by_linear_interpolation():
     frames = [frame([walker(100, 10, t)]) if t not in (4, 5, 6) else frame([]) for t in range(12)]
     r = run_tracker(PoseSequence(frames, H, W))
