@@ -223,8 +223,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *
             raise AnyCrowdError(f"Config file {str(path)!r} does not exist; check the --config path.")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise AnyCrowdError(f"{path} is not valid YAML: {e}") from None
+        except (yaml.YAMLError, ValueError, RecursionError) as e:
+            raise AnyCrowdError(f"{path} is not valid YAML: {str(e)[:300]}") from None
         if not isinstance(data, dict):
             raise AnyCrowdError(f"{path} must hold a mapping of sections (model:, lora:, train:, ...).")
     cfg = from_dict(RunConfig, data, "")
@@ -281,7 +281,8 @@ def _parse_scalar(raw: str):
 
     try:
         return yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
+        # not YAML, a 4300+ digit integer or absurd nesting: the raw text, refused by its type
         return raw
 
 
@@ -352,7 +353,7 @@ def _coerce(hint, value, where: str):
         if isinstance(value, str):  # a=x,y,z on the command line
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise AnyCrowdError(f"'{where}' must be a list of {_type_name(item)}, got {value!r}.")
+            raise AnyCrowdError(f"'{where}' must be a list of {_type_name(item)}, got {_show(value)}.")
         return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if base is bool:
         if isinstance(value, bool):
@@ -382,7 +383,7 @@ def _coerce(hint, value, where: str):
                 pass
         if number is not None:
             if not math.isfinite(number):  # NaN passes every range check; inf is never meant
-                raise AnyCrowdError(f"'{where}' is {value!r}; it must be a finite number.")
+                raise AnyCrowdError(f"'{where}' is {_show(value)}; it must be a finite number.")
             return number
     elif base is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -392,7 +393,13 @@ def _coerce(hint, value, where: str):
     hint = ""
     if base is str and isinstance(value, bool):
         hint = " YAML reads unquoted yes/no/on/off as booleans: quote the value (e.g. \"no\")."
-    raise AnyCrowdError(f"'{where}' must be of type {_type_name(base)}, got {value!r} ({type(value).__name__}).{hint}")
+    raise AnyCrowdError(f"'{where}' must be of type {_type_name(base)}, got {_show(value)} ({type(value).__name__}).{hint}")
+
+
+def _show(value) -> str:
+    """repr of a user's value, shortened: a pasted 5000-digit number must not flood the error."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...{text[-10:]} ({len(text)} characters)"
 
 
 def _type_name(t) -> str:
@@ -406,7 +413,7 @@ def _choice(value, allowed: Sequence[str], where: str) -> None:
     if value not in allowed:
         close = difflib.get_close_matches(str(value), allowed, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise AnyCrowdError(f"'{where}' is {value!r}; choose one of {', '.join(allowed)}.{hint}")
+        raise AnyCrowdError(f"'{where}' is {_show(value)}; choose one of {', '.join(allowed)}.{hint}")
 
 
 def _range(value, lo, hi, where: str, lo_open: bool = False) -> None:
