@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import AnyCrowdError
+from .errors import AnyCrowdError, require_finite
 
 _RANDOM_TRIES = 200  # random placements tried per character before a restart
 _RESTARTS = 10  # full random layouts tried before the row fallback
@@ -75,7 +75,11 @@ def _check_inputs(image, masks) -> tuple[np.ndarray, np.ndarray]:
             f"{tuple(img.shape)}. Pass a single RGB image."
         )
     img = img[..., :3]
+    require_finite(img, "The reference image", "Its pixels must be numbers in 0..1; load it again.")
     m = _as_numpy(masks, "masks")
+    if m.dtype != np.bool_:
+        # NaN > 0.5 is False: a NaN mask pixel would silently become background
+        require_finite(m, "The instance masks", "Mask pixels are 0..1; fix the node or file that made them.")
     if m.ndim == 2:
         m = m[None]
     if m.ndim != 3:
@@ -190,6 +194,8 @@ def decouple_instances(
     corners = [(b[0], b[1]) for b in boxes_src]
     scales = np.ones(n, dtype=np.float32)
     if reassign:
+        if seed is not None and not 0 <= int(seed) < 2**128:
+            raise AnyCrowdError(f"The reassignment seed must be 0 or more, got {seed}.")
         rng = np.random.default_rng(seed)
         layout = _random_layout(sizes, height, width, rng)
         if layout is None:

@@ -309,14 +309,21 @@ def build_token_layout(
     )
 
 
+def invisible_tracks(track_boxes: Tensor, height: int, width: int) -> list[int]:
+    """Indices of the tracks (`[M, T, 4]` xyxy px, NaN = absent) whose boxes cover no video
+    token of the `width` x `height` frame in any frame."""
+    boxes = track_boxes.float().cpu()
+    require_finite(boxes[~torch.isnan(boxes)], "track_boxes", "Boxes are xyxy pixels; mark absence with NaN rows.")
+    visible = _box_token_masks(boxes, height, width).flatten(1).any(1)
+    return [i for i in range(len(visible)) if not visible[i]]
+
+
 def check_tracks_visible(track_boxes: Tensor, binding: Sequence[int], height: int, width: int) -> None:
     """AnyCrowdError naming every bound track whose boxes cover no video token of the
     `width` x `height` frame in any frame: its identity would be bound to nothing and never
     appear. Checked on the whole driving video (a long video's window may lack a track)."""
-    boxes = track_boxes.float().cpu()
-    require_finite(boxes[~torch.isnan(boxes)], "track_boxes", "Boxes are xyxy pixels; mark absence with NaN rows.")
-    visible = _box_token_masks(boxes, height, width).flatten(1).any(1)
-    lost = [(i, int(b)) for i, b in enumerate(binding) if i < len(visible) and not visible[i]]
+    invisible = set(invisible_tracks(track_boxes, height, width))
+    lost = [(i, int(b)) for i, b in enumerate(binding) if i in invisible]
     if lost:
         listed = ", ".join(f"track {i} (identity {b})" for i, b in lost)
         raise AnyCrowdError(

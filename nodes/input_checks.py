@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import numbers
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor
 
 from anycrowd_core.errors import AnyCrowdError, require_finite
+from anycrowd_core.layout import invisible_tracks
 from anycrowd_core.pose.binding import identity_name
 
 T = TypeVar("T")
@@ -171,12 +171,15 @@ def latent_samples(latent: Any, name: str = "latent") -> Tensor:
 
 
 def user_text(parse: Callable[[], T], name: str, text: Any) -> T:
-    """Run a parser of a text widget, turning anything it raises other than an AnyCrowdError
-    (a parser bug on odd input) into an AnyCrowdError that names the widget and quotes the text."""
+    """Run a parser of a text widget (or a POSE_KEYPOINT input): its AnyCrowdError gets the
+    input's name in front when the message lacks it, and anything else it raises (a parser bug
+    on odd input) becomes an AnyCrowdError that names the input and quotes the text."""
     try:
         return parse()
-    except AnyCrowdError:
-        raise
+    except AnyCrowdError as exc:
+        if name.split(" ")[0] in str(exc):
+            raise
+        raise AnyCrowdError(f"{name}: {exc}") from None
     except (ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError, ZeroDivisionError) as exc:
         shown = f" from {text[:200]!r}" if isinstance(text, str) else ""
         raise AnyCrowdError(
@@ -216,18 +219,14 @@ def check_identities_visible(track_boxes: Tensor, binding: Sequence[int], num_id
     AnyCrowdError naming the track (boxes line / track) and its character. Characters bound to
     no track at all only get a warning (a reference character may be left out on purpose).
 
-    The same rule as the headless `anycrowd_core.layout.check_tracks_visible`, worded for the
-    node: track_boxes `[M, T, 4]` xyxy px in the output frame `frame_size` (H, W) after the
+    The rule is the core's (`anycrowd_core.layout.invisible_tracks`), worded for the node: track_boxes `[M, T, 4]` xyxy px in the output frame `frame_size` (H, W) after the
     centre crop, NaN = absent; binding: character index per track; where: what a track is
     called in this node ("boxes line", "track", "track_masks character").
     """
     height, width = frame_size
-    b = track_boxes.float()
-    x0, x1 = b[..., 0].clamp(0, width), b[..., 2].clamp(0, width)
-    y0, y1 = b[..., 1].clamp(0, height), b[..., 3].clamp(0, height)
-    visible = (torch.isfinite(b).all(-1) & (x1 > x0) & (y1 > y0)).any(-1)  # [M]
-    frames = int(b.shape[1]) if b.ndim == 3 else 0
-    lost = [(i, int(k)) for i, k in enumerate(binding) if i < len(visible) and not bool(visible[i])]
+    frames = int(track_boxes.shape[1]) if track_boxes.ndim == 3 else 0
+    invisible = set(invisible_tracks(track_boxes, height, width))
+    lost = [(i, int(k)) for i, k in enumerate(binding) if i in invisible]
     if lost:
         listed = "; ".join(f"{where} {i} (character {identity_name(k)}, index {k})" for i, k in lost)
         raise AnyCrowdError(
@@ -240,24 +239,3 @@ def check_identities_visible(track_boxes: Tensor, binding: Sequence[int], num_id
             logging.warning("AnyCrowd %s: character %s (index %d) is bound to no track, so it will not appear in "
                             "the video.", node, identity_name(k), k)
 
-
-def check_adapter_finite(files, lora_file, gates_file, lora_input: str = "lora_name",
-                         gates_input: str = "gates_name", fix: str | None = None) -> None:
-    """Refuse an adapter whose LoRA or gate tensors hold NaN or infinity (a diverged training run
-    or a damaged file): patched in, they turn every sampled frame into NaN (a black video).
-    `files`: a training.export.AdapterFiles (lora: dict of tensors, gates: GateBank)."""
-    parts = []
-    if files.lora is not None:
-        parts.append(("LoRA", lora_file, lora_input, files.lora.items()))
-    if files.gates is not None:
-        parts.append(("gates", gates_file, gates_input, files.gates.state_dict().items()))
-    for kind, path, widget, tensors in parts:
-        name = os.path.basename(str(path)) if path is not None else "?"
-        bad = [key for key, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-        if bad:
-            raise AnyCrowdError(
-                f"The AnyCrowd {kind} file {name} ({widget}) holds NaN or infinite values in {len(bad)} tensor(s) "
-                f"(e.g. {bad[0]}): the training run diverged or the file is damaged. "
-                + (fix or f"Pick another file for {widget}, or re-export the adapter from an earlier checkpoint "
-                          "of the run.")
-            )

@@ -16,7 +16,7 @@ from anycrowd_core.errors import AnyCrowdError
 from ..training.export import GATES_FORMAT, LORA_FORMAT, AdapterFiles, load_adapter_files, read_metadata
 from .comfy_patch import check_wan_vace
 from .comfy_runtime import apply_lora
-from .input_checks import check_adapter_finite, finite_number
+from .input_checks import finite_number
 from .node_types import GATES
 
 NONE = "None"
@@ -262,7 +262,6 @@ class AnyCrowdLoadAdapter:
         key = (stamp(lora_path), stamp(gates_path), tuple(sorted(size.items())))
         if key not in self._cache:
             # names both sizes and the base the file was trained for when it does not fit
-            files = load_adapter_files(lora_path, gates_path, size)
-            check_adapter_finite(files, lora_path, gates_path)
+            files = load_adapter_files(lora_path, gates_path, size)  # also refuses NaN/inf weights
             self._cache = {key: files}
         return self._cache[key]

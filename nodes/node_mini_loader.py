@@ -14,11 +14,10 @@ from anycrowd_core.mini import model as mini_model
 from anycrowd_core.wan import inspect_wan_vace
 
 # relative: inside ComfyUI another pack's top-level `training` module could shadow ours
-from ..training.export import load_adapter_files, read_metadata
+from ..training.export import NonFiniteAdapter, load_adapter_files, read_metadata
 from .codec_vae import CodecVAE
 from .comfy_patch import check_wan_vace
 from .comfy_runtime import apply_lora, apply_shift, load_diffusion_model
-from .input_checks import check_adapter_finite
 from .node_types import GATES
 
 ANYCROWD = "anycrowd (base + LoRA + gates)"
@@ -162,11 +161,14 @@ class AnyCrowdMiniLoader:
             raise AnyCrowdError(problem)
         check_base_file(files["base"])
         # the adapter files are read (format, version and size checked) before any model is built
-        adapter = load_adapter_files(files.get("lora"), files.get("gates"), MINI_CONFIG)
-        check_adapter_finite(adapter, files.get("lora"), files.get("gates"), f"variant {variant}", f"variant {variant}",
-                             fix=f"Restore the shipped weights (git checkout -- anycrowd_core/mini/weights in the "
-                                 f"AnyCrowd folder, or reinstall the package), retrain them (docs/mini.md), or use "
-                                 f"the variant '{BASE}'.")
+        try:
+            adapter = load_adapter_files(files.get("lora"), files.get("gates"), MINI_CONFIG)
+        except NonFiniteAdapter as e:
+            raise AnyCrowdError(
+                f"variant {variant}: {str(e).split(': the training run')[0]}. Restore the shipped weights (git checkout "
+                f"-- anycrowd_core/mini/weights in the AnyCrowd folder, or reinstall the package), retrain them "
+                f"(docs/mini.md), or use the variant '{BASE}'."
+            ) from None
         model = load_diffusion_model(files["base"], "AnyCrowd Mini Loader")
         check_wan_vace(model)
         if adapter.lora is not None:

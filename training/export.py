@@ -179,7 +179,22 @@ def _read(path, kind: str, expected_format: str) -> tuple[dict[str, Tensor], dic
             f"{path.name} has AnyCrowd {kind} format version {meta.get('format_version')!r}; this package reads "
             f"version {FORMAT_VERSION}. Update the package or re-export the adapter."
         )
+    _check_finite(tensors, path, kind)
     return tensors, meta
+
+
+class NonFiniteAdapter(AnyCrowdError):
+    """An adapter file holds NaN/inf: patched in, it turns every sampled frame into NaN."""
+
+
+def _check_finite(tensors: dict[str, Tensor], path: Path, kind: str) -> None:
+    bad = [key for key, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise NonFiniteAdapter(
+            f"The AnyCrowd {kind} file {path.name} holds NaN or infinite values in {len(bad)} tensor(s) (e.g. "
+            f"{bad[0]}): the training run diverged or the file is damaged. Pick another file, or re-export the "
+            "adapter from an earlier checkpoint of the run."
+        )
 
 
 def _check_size(meta: dict, want: dict, path, kind: str) -> None:
@@ -200,7 +215,8 @@ def load_adapter_files(lora_path=None, gates_path=None, model_config=None) -> Ad
     (a WanVaceConfig, or a mapping with dim / num_layers / vace_layers).
 
     Raises AnyCrowdError for a missing or foreign file, a format version this code does not
-    read, or an adapter trained for another model size (the message names both sizes).
+    read, an adapter trained for another model size (the message names both sizes), and
+    NonFiniteAdapter for NaN/inf weights.
     """
     want = _size_of(model_config)
     meta: dict = {}

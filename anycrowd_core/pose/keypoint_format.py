@@ -6,6 +6,7 @@ coordinates, missing parts, BODY_25 bodies and points outside the frame.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -148,6 +149,20 @@ def _person_points(person: dict, where: str) -> np.ndarray:
     return kp
 
 
+def _canvas(height, width, frame: int) -> tuple[int, int]:
+    """A frame's (canvas_height, canvas_width) as positive whole pixels."""
+    try:
+        h, w = float(height), float(width)
+    except (TypeError, ValueError):
+        h = w = float("nan")
+    if not (math.isfinite(h) and math.isfinite(w) and h >= 1 and w >= 1):
+        raise AnyCrowdError(
+            f"POSE_KEYPOINT frame {frame} has canvas {width!r}x{height!r} (width x height); a canvas is positive "
+            "whole pixels: fix the node that wrote the keypoints, or remove canvas_width/canvas_height."
+        )
+    return int(h), int(w)
+
+
 def _parse(data, coords: str, height: int | None, width: int | None):
     """-> (per-frame list of (people `[P, 128, 3]` px, track ids or None), H, W)."""
     if coords not in COORDS:
@@ -160,7 +175,7 @@ def _parse(data, coords: str, height: int | None, width: int | None):
                    if people else np.zeros((0, NUM_KEYPOINTS, 3)))
         ids.append([p.get("track_id") for p in people])
         ch, cw = frame.get("canvas_height"), frame.get("canvas_width")
-        canvases.append((int(ch), int(cw)) if ch and cw else None)
+        canvases.append(_canvas(ch, cw, t) if ch and cw else None)
 
     valid = [r[r[..., 2] > 0][:, :2] for r in raw]
     allv = np.concatenate(valid) if valid else np.zeros((0, 2))
