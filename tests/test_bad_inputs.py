@@ -2,17 +2,9 @@
 should: a clear error naming the problem and the fix, or its documented behaviour."""
 
 import pytest
-import torch
 
 from bad_inputs import CASES, classify, passes
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from test_training_run import one_thread  # noqa: F401  (autouse: tiny models on a shared CPU)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
