@@ -28,9 +28,9 @@ from .long_video import (
     window_track_boxes,
     latent_count,
 )
-from .pipeline import AnimationInputs, SamplingSettings, check_request
+from .pipeline import AnimationInputs, SamplingSettings, check_request, rope_positions_for
 from .sampling import SamplingCancelled, cfg_denoiser, flow_denoiser, flow_sigmas, make_noise, sample, sigma_to_timestep
-from .wan import WanVaceModel
+from .wan import WanVaceModel, shifted_reference_positions
 
 __all__ = ["STRATEGIES", "DEFAULT_OVERLAP", "LongVideoProgress", "LongVideoResult", "animate_long",
            "encode_chunked", "decode_chunked"]
@@ -175,12 +175,13 @@ def encode_chunked(codec, decoupled, control: Tensor, chunk: int | None, *, back
 # ----------------------------------------------------------------------------- denoisers
 
 
-def _velocity(model: WanVaceModel, text: Tensor, vace_context: Tensor, strength: float, hook):
+def _velocity(model: WanVaceModel, text: Tensor, vace_context: Tensor, strength: float, hook, rope=None):
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     text = text.to(device, dtype)
 
     def velocity(x: Tensor, t: Tensor) -> Tensor:
-        return model(x.to(dtype), t, text, vace_context, vace_strength=strength, attention=hook).to(x.dtype)
+        return model(x.to(dtype), t, text, vace_context, vace_strength=strength, attention=hook,
+                     rope_positions=rope).to(x.dtype)
 
     return velocity
 
@@ -203,9 +204,10 @@ def _guided(model, conditioning: IILRConditioning, hook, positive, negative, set
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     vace = conditioning.vace_context.unsqueeze(0).to(device, dtype)
     frames = conditioning.noise_latent_shape[1]
+    rope = rope_positions_for(conditioning, settings.shifted_rope, device)
 
     def make(text):
-        v = _velocity(model, text, vace, conditioning.vace_strength, hook)
+        v = _velocity(model, text, vace, conditioning.vace_strength, hook, rope)
         # without context the scalar-t path of `animate` (bit-identical to it)
         return flow_denoiser(v) if clean is None else _frame_t_denoiser(v, clean, frames)
 
@@ -362,7 +364,11 @@ def _sliding_window(model, codec, inputs, binding, decoupled, positive, negative
         idx = torch.cat([torch.arange(r), r + torch.arange(win.start, win.stop)])
         vace = cond.vace_context[:, idx].unsqueeze(0).to(device, dtype)
         x_dev = x_win.to(device)
-        preds = [flow_denoiser(_velocity(model, t, vace, cond.vace_strength, hook))(x_dev, sigma) for t in texts]
+        rope = None
+        if settings.shifted_rope:
+            h, w = x_win.shape[-2:]
+            rope = shifted_reference_positions(r, x_win.shape[2], h // 2, w // 2, device=device)
+        preds = [flow_denoiser(_velocity(model, t, vace, cond.vace_strength, hook, rope))(x_dev, sigma) for t in texts]
         if len(preds) > 1:
             preds = [preds[1] + (preds[0] - preds[1]) * settings.cfg]  # cfg_denoiser's formula
         return preds[0].to(x_win.device)

@@ -23,7 +23,7 @@ from .iilr import IILRConditioning, encode_iilr
 from .latent_format import process_out
 from .layout import TokenLayout, build_token_layout, check_tracks_visible
 from .sampling import SAMPLERS, cfg_denoiser, flow_denoiser, flow_sigmas, sample
-from .wan import WanVaceModel
+from .wan import WanVaceModel, shifted_reference_positions
 
 _NAN_OUTPUT_FIX = (
     "Sampling produced NaN/inf, so no video was made. Likely causes: an fp16 model overflowing (load it in "
@@ -68,7 +68,9 @@ class AnimationInputs:
 @dataclass
 class SamplingSettings:
     """How to sample. `mode` is the attention mode (tsda / masked / global), `agf` the
-    fusion of overlapping candidates in tsda (gated / mean / max)."""
+    fusion of overlapping candidates in tsda (gated / mean / max). `shifted_rope`: the
+    reference frames take RealisDance-DiT's shifted RoPE positions; on when the adapter was
+    trained with it (its metadata says so), off for a stock model."""
 
     steps: int = 20
     cfg: float = 5.0
@@ -80,6 +82,7 @@ class SamplingSettings:
     vace_strength: float = 1.0
     background: bool = True
     reassign: bool = False
+    shifted_rope: bool = False
 
     def validate(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -131,6 +134,15 @@ def check_request(inputs: AnimationInputs, negative: Tensor | None, settings: Sa
     return binding
 
 
+def rope_positions_for(conditioning: IILRConditioning, shifted: bool, device=None) -> Tensor | None:
+    """The shifted RoPE positions of the conditioning's token grid (reference frames beside
+    the video grid), or None for Wan's own positions."""
+    if not shifted:
+        return None
+    frames, h, w = conditioning.noise_latent_shape[1:]
+    return shifted_reference_positions(conditioning.trim, frames, h // 2, w // 2, device=device)
+
+
 def animate(
     model: WanVaceModel,
     codec: VideoCodec,
@@ -165,6 +177,7 @@ def animate(
     dtype = next(model.parameters()).dtype
     hook = AnyCrowdAttention(layout.to(device), mode=settings.mode, agf=settings.agf, gates=gates)
     vace_context = conditioning.vace_context.unsqueeze(0).to(device, dtype)
+    rope = rope_positions_for(conditioning, settings.shifted_rope, device)
 
     def velocity_for(text: Tensor):
         text = text.to(device, dtype)
@@ -172,7 +185,7 @@ def animate(
         def velocity(x: Tensor, t: Tensor) -> Tensor:
             return model(
                 x.to(dtype), t, text, vace_context,
-                vace_strength=conditioning.vace_strength, attention=hook,
+                vace_strength=conditioning.vace_strength, attention=hook, rope_positions=rope,
             ).to(x.dtype)
 
         return velocity

@@ -45,9 +45,11 @@ class Spy(nn.Module):
         super().__init__()
         self.inner, self.calls = inner, []
 
-    def forward(self, x, t, context, vace_context, vace_strength=1.0, attention=None):
-        self.calls.append(dict(x=x.clone(), t=t.clone(), vace=vace_context.clone(), hook=attention))
-        return self.inner(x, t, context, vace_context, vace_strength=vace_strength, attention=attention)
+    def forward(self, x, t, context, vace_context, vace_strength=1.0, attention=None, rope_positions=None):
+        self.calls.append(dict(x=x.clone(), t=t.clone(), vace=vace_context.clone(), hook=attention,
+                               rope=rope_positions))
+        return self.inner(x, t, context, vace_context, vace_strength=vace_strength, attention=attention,
+                          rope_positions=rope_positions)
 
 
 class IndexCodec(TestCodec):
@@ -207,7 +209,7 @@ class ConstantVelocity(nn.Module):
         super().__init__()
         self.p, self.windows, self.calls = nn.Parameter(torch.zeros(())), windows, []
 
-    def forward(self, x, t, context, vace_context, vace_strength=1.0, attention=None):
+    def forward(self, x, t, context, vace_context, vace_strength=1.0, attention=None, rope_positions=None):
         self.calls.append(dict(frames=x.shape[2], vace=vace_context.clone(), hook=attention))
         return torch.full_like(x, float((len(self.calls) - 1) % self.windows + 1))
 

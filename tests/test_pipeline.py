@@ -116,3 +116,38 @@ def test_boxes_for_another_frame_count_are_refused_before_any_encoding(model, sc
     inputs = AnimationInputs(scene.reference_image, scene.reference_masks, scene.pose_video, scene.track_boxes[:, :3])
     with pytest.raises(AnyCrowdError, match=r"track_boxes must be \[M, T, 4\] with T = 5"):
         animate(model, TestCodec(), inputs, text(model, 1), None, SamplingSettings(steps=1, cfg=1.0))
+
+
+def test_shifted_rope_sampling_uses_the_reference_positions_beside_the_grid(monkeypatch):
+    """SamplingSettings.shifted_rope hands the model RealisDance-DiT's positions (references
+    beside the video grid, video from time 0); off, the model keeps its own grid."""
+    from anycrowd_core.codec import TestCodec
+    from anycrowd_core.pipeline import AnimationInputs, SamplingSettings, animate
+    from anycrowd_core.scenes import make_scene
+    from anycrowd_core.wan import shifted_reference_positions
+    from tiny_wan import tiny_config, tiny_model
+
+    model = tiny_model(tiny_config(text_dim=8))
+    seen = []
+    real = model.forward
+
+    def forward(*args, rope_positions=None, **kwargs):
+        seen.append(rope_positions)
+        return real(*args, rope_positions=rope_positions, **kwargs)
+
+    monkeypatch.setattr(model, "forward", forward)
+    scene = make_scene(num_characters=2, num_frames=5, height=48, width=64, seed=0, scenario="crossing")
+    inputs = AnimationInputs(scene.reference_image, scene.reference_masks, scene.pose_video, scene.track_boxes)
+    text = torch.zeros(1, 4, 8)
+    outputs = {}
+    for shifted in (False, True):
+        seen.clear()
+        result = animate(model, TestCodec(), inputs, text, None, SamplingSettings(steps=2, cfg=1.0, shifted_rope=shifted))
+        outputs[shifted] = result.frames
+        frames, h, w = result.conditioning.noise_latent_shape[1:]
+        if shifted:
+            want = shifted_reference_positions(result.conditioning.trim, frames, h // 2, w // 2)
+            assert len(seen) == 2 and all(torch.equal(p, want) for p in seen)
+        else:
+            assert seen == [None, None]
+    assert not torch.equal(outputs[False], outputs[True])

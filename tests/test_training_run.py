@@ -19,6 +19,7 @@ from training import checkpoint as ckpt
 from training.config import load_config
 from training.dataset import TrainingSample
 from training.timesteps import sample_sigmas, shift_sigma, warmup_quantile
+from anycrowd_core.wan import shifted_reference_positions
 from training.trainer import ResumableSampler, Trainer
 
 TEXT_DIM = 32
@@ -208,7 +209,7 @@ def test_reference_and_text_dropout_zero_their_inputs(trainer, samples):
 
 
 def test_shifted_rope_moves_references_beside_the_video_grid():
-    pos = Trainer._rope_positions(2, 4, 3, 5)
+    pos = shifted_reference_positions(2, 4, 3, 5)
     per = 15
     ref0, ref1, video = pos[:per], pos[per : 2 * per], pos[2 * per :]
     assert ref0[:, 0].eq(0).all() and ref1[:, 0].eq(0).all()

@@ -116,7 +116,9 @@ class DataConfig:
 @dataclass
 class TimestepConfig:
     """distribution: uniform | logit_normal | shifted (uniform then sigma' = s*sigma/(1+(s-1)*sigma)).
-    warmup_steps (tau) > 0 enables RealisDance-DiT's low-noise warmup with strength warmup_alpha."""
+    warmup_steps (tau) > 0 enables RealisDance-DiT's low-noise warmup with strength warmup_alpha
+    in (0, 1]; a negative warmup_alpha mirrors it into a high-noise warmup (the control
+    experiment of docs/claims.md)."""
 
     distribution: str = "uniform"
     shift: float = 5.0
@@ -454,7 +456,7 @@ def validate(cfg: RunConfig, *, check_files: bool = True) -> None:
     _range(ts.shift, 0, None, "timesteps.shift", lo_open=True)
     _range(ts.logit_std, 0, None, "timesteps.logit_std", lo_open=True)
     _range(ts.warmup_steps, 0, None, "timesteps.warmup_steps")
-    _range(ts.warmup_alpha, 0, 1, "timesteps.warmup_alpha")
+    _range(ts.warmup_alpha, -1, 1, "timesteps.warmup_alpha")
     for name in ("text_dropout", "reference_dropout", "token_replace_prob"):
         _range(getattr(c, name), 0, 1, f"conditioning.{name}")
     _range(c.token_replace_frames, 1, None, "conditioning.token_replace_frames")

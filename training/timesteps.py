@@ -26,6 +26,7 @@ def warmup_strength(step: int, warmup_steps: int, alpha: float) -> float:
 
     In units of sigma = x / T_max the warmup density of Eq. 2 is p(u) = 1 + c (1/2 - u)
     on [0, 1]: c = 0 is uniform, c = 2 (alpha = 1 at step 0) falls linearly from 2 to 0.
+    A negative alpha gives c < 0, the mirrored density rising towards high noise.
     """
     if warmup_steps <= 0 or step >= warmup_steps:
         return 0.0
@@ -33,7 +34,7 @@ def warmup_strength(step: int, warmup_steps: int, alpha: float) -> float:
 
 
 def warmup_quantile(v: Tensor, c: float) -> Tensor:
-    """Inverse CDF of p(u) = 1 + c (1/2 - u): maps uniform v in [0, 1) to u in [0, 1].
+    """Inverse CDF of p(u) = 1 + c (1/2 - u), |c| <= 2: maps uniform v in [0, 1) to u in [0, 1].
 
     CDF G(u) = u + (c/2)(u - u^2); solving G(u) = v gives the smaller root below.
     """

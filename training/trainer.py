@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from anycrowd_core.attention import AnyCrowdAttention, GateBank
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.files import ensure_output_dir
-from anycrowd_core.wan import WanVaceConfig, grid_positions
+from anycrowd_core.wan import WanVaceConfig, shifted_reference_positions
 
 from . import checkpoint as ckpt
 from .config import RunConfig, check_base
@@ -406,28 +406,14 @@ class Trainer:
             loss_from = r + k
         else:
             t = torch.tensor([sigma * 1000.0])
-        rope = self._rope_positions(r, frames, latents.shape[2] // 2, latents.shape[3] // 2) if cfg.model.shifted_rope else None
+        rope = (shifted_reference_positions(r, frames, latents.shape[2] // 2, latents.shape[3] // 2)
+                if cfg.model.shifted_rope else None)
         return Batch(
             x_t=x_t[None].to(dev), target=target[None].to(dev), t=t.to(dev), context=text.to(dev),
             vace_context=vace[None].to(dev), layout=sample.layout.to(dev),
             vace_strength=float(getattr(sample, "vace_strength", 1.0) * cfg.model.vace_strength),
             loss_from=loss_from, rope_positions=None if rope is None else rope.to(dev), sigma=sigma,
         )
-
-    @staticmethod
-    def _rope_positions(r: int, frames: int, h: int, w: int) -> Tensor:
-        """RealisDance-DiT shifted RoPE: reference frame k sits at time 0 with rows / columns
-        shifted by (k+1)*(h, w) (beside the video grid, never overlapping it or each other);
-        video frames take times 0..T_lat-1."""
-        pos = grid_positions(frames, h, w).clone()
-        per = h * w
-        for k in range(r):
-            block = pos[k * per : (k + 1) * per]
-            block[:, 0] = 0
-            block[:, 1] += (k + 1) * h
-            block[:, 2] += (k + 1) * w
-        pos[r * per :, 0] -= r
-        return pos
 
     def compute_loss(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """(total, flow-matching MSE on the video frames after loss_from, AGF loss)."""

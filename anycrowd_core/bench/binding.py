@@ -304,7 +304,8 @@ def evaluate_scene(scene: ProceduralScene, mode: str = "tsda", binding=None, see
     model, gates = mini.model_for(spec.attention)
     settings = SamplingSettings(steps=steps or MINI_SAMPLING["steps"], cfg=MINI_SAMPLING["cfg"],
                                 shift=MINI_SAMPLING["shift"], sampler=MINI_SAMPLING["sampler"], seed=seed,
-                                mode=spec.attention, agf=spec.agf)
+                                mode=spec.attention, agf=spec.agf,
+                                shifted_rope=mini.shifted_rope and model is mini.anycrowd)
     inputs = AnimationInputs(reference_image=image, reference_masks=decoupled.masks, control_video=scene.pose_video,
                              track_boxes=scene.track_boxes, binding=local, decoupled=decoupled)
     started = time.perf_counter()

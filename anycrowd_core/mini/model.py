@@ -38,13 +38,16 @@ MINI_SAMPLING = {"steps": 10, "shift": 3.0, "cfg": 1.0, "sampler": "euler"}
 @dataclass
 class MiniModel:
     """base: the globally trained base (eval mode); anycrowd: base + merged AnyCrowd LoRA;
-    gates: its AGF GateBank; codec: MiniCodec; text: the `[1, 1, 4096]` zero prompt."""
+    gates: its AGF GateBank; codec: MiniCodec; text: the `[1, 1, 4096]` zero prompt;
+    shifted_rope: the LoRA was trained with shifted RoPE (its metadata), so the AnyCrowd
+    model samples with it too."""
 
     base: WanVaceModel
     anycrowd: WanVaceModel
     gates: GateBank
     codec: MiniCodec
     text: Tensor
+    shifted_rope: bool = False
 
     def model_for(self, mode: str) -> tuple[WanVaceModel, GateBank | None]:
         """The model (and gates) a mode runs on: tsda -> AnyCrowd; global / masked -> base."""
@@ -78,11 +81,12 @@ def load_mini(weights_dir: str | None = None) -> MiniModel:
     """Load the shipped miniature (cached: the same object on every call)."""
     folder = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     base = load_wan_vace(_need(folder / BASE_FILE), dtype=torch.float32, num_heads=MINI_CONFIG.num_heads)
-    lora, _ = read_safetensors(folder / LORA_FILE)
+    lora, lora_meta = read_safetensors(folder / LORA_FILE)
     anycrowd = merge_lora(copy.deepcopy(base), lora)
     gate_tensors, meta = read_safetensors(folder / GATES_FILE)
     gates = GateBank(MINI_CONFIG.dim, MINI_CONFIG.num_layers, MINI_CONFIG.vace_layers, int(meta.get("gate_hidden", 64)))
     gates.load_state_dict(gate_tensors)
     gates.eval()
     return MiniModel(base=base, anycrowd=anycrowd.eval(), gates=gates, codec=MiniCodec(),
-                     text=mini_text_embedding(MINI_CONFIG.text_dim))
+                     text=mini_text_embedding(MINI_CONFIG.text_dim),
+                     shifted_rope=lora_meta.get("shifted_rope", "false") == "true")

@@ -8,7 +8,7 @@ from .config import PRESETS, WanVaceConfig
 from .loading import inspect_wan_vace, load_wan_vace, save_wan_vace
 from .model import WanVaceModel, sinusoidal_embedding
 from .random_init import random_state_dict, random_wan_vace
-from .rope import apply_rope, grid_positions, rope_axes, rope_cos_sin
+from .rope import apply_rope, grid_positions, rope_axes, rope_cos_sin, shifted_reference_positions
 
 __all__ = [
     "PRESETS",
@@ -22,6 +22,7 @@ __all__ = [
     "random_wan_vace",
     "rope_axes",
     "rope_cos_sin",
+    "shifted_reference_positions",
     "save_wan_vace",
     "sinusoidal_embedding",
 ]

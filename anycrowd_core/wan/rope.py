@@ -33,6 +33,28 @@ def grid_positions(frames: int, height: int, width: int, device=None) -> Tensor:
     return torch.stack([t, h, w], dim=-1).reshape(-1, 3)
 
 
+def shifted_reference_positions(reference_frames: int, frames: int, height: int, width: int,
+                                device=None) -> Tensor:
+    """RealisDance-DiT's spatially shifted RoPE (its Fig. 4) for a latent whose first
+    `reference_frames` of `frames` latent frames are references (IILR: identities, then the
+    background). Reference frame k takes time 0 with rows and columns shifted by
+    (k + 1) * (height, width): beside the video grid, overlapping neither it nor another
+    reference. The video frames take times 0 .. frames - reference_frames - 1, so the first
+    video frame shares time 0 with the references, as in the paper.
+
+    Returns `[frames * height * width, 3]` int64 (t, h, w), in token order.
+    """
+    pos = grid_positions(frames, height, width, device=device).clone()
+    per = height * width
+    for k in range(reference_frames):
+        block = pos[k * per : (k + 1) * per]
+        block[:, 0] = 0
+        block[:, 1] += (k + 1) * height
+        block[:, 2] += (k + 1) * width
+    pos[reference_frames * per :, 0] -= reference_frames
+    return pos
+
+
 def rope_cos_sin(positions: Tensor, head_dim: int, theta: float = ROPE_THETA) -> tuple[Tensor, Tensor]:
     """Rotation table for token positions `[L, 3]` (may be fractional).
 
