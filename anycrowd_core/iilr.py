@@ -76,6 +76,18 @@ class IILRConditioning:
         """Video latent frames T_lat (without the reference prefix)."""
         return self.noise_latent_shape[1] - self.trim
 
+    def vace_context_without(self, *, references: bool, control: bool = False) -> Tensor:
+        """The VACE context with the reference frames and/or the control frames made neutral:
+        their latents set to the latent mean (0 in model space, what the trainer's reference
+        dropout shows the model), masks kept. The conditions of cumulative guidance:
+        references=True gives "pose only", both give "unconditional" (docs/sampling.md)."""
+        context = self.vace_context.clone()
+        if references:
+            context[: 2 * LATENT_CHANNELS, : self.trim] = 0
+        if control:
+            context[: 2 * LATENT_CHANNELS, self.trim :] = 0
+        return context
+
 
 @dataclass
 class ComfyVaceInputs:

@@ -22,7 +22,7 @@ from .errors import AnyCrowdError, require_finite
 from .iilr import IILRConditioning, encode_iilr
 from .latent_format import process_out
 from .layout import TokenLayout, build_token_layout, check_tracks_visible
-from .sampling import SAMPLERS, cfg_denoiser, flow_denoiser, flow_sigmas, sample
+from .sampling import SAMPLERS, cfg_denoiser, cumulative_cfg_denoiser, flow_denoiser, flow_sigmas, sample
 from .wan import WanVaceModel, shifted_reference_positions
 
 _NAN_OUTPUT_FIX = (
@@ -70,7 +70,11 @@ class SamplingSettings:
     """How to sample. `mode` is the attention mode (tsda / masked / global), `agf` the
     fusion of overlapping candidates in tsda (gated / mean / max). `shifted_rope`: the
     reference frames take RealisDance-DiT's shifted RoPE positions; on when the adapter was
-    trained with it (its metadata says so), off for a stock model."""
+    trained with it (its metadata says so), off for a stock model.
+
+    guidance: "cfg" (positive against negative text at scale `cfg`) or "cumulative"
+    (One-to-All: unconditional -> pose -> reference + pose, scaled by `pose_scale` and
+    `ref_scale`; `cfg` is then unused). See docs/sampling.md for the three conditions."""
 
     steps: int = 20
     cfg: float = 5.0
@@ -83,6 +87,9 @@ class SamplingSettings:
     background: bool = True
     reassign: bool = False
     shifted_rope: bool = False
+    guidance: str = "cfg"
+    pose_scale: float = 1.5
+    ref_scale: float = 1.5
 
     def validate(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -90,6 +97,10 @@ class SamplingSettings:
         if self.steps < 1:
             raise AnyCrowdError(f"steps must be at least 1 (got {self.steps}).")
         require_finite(self.cfg, "cfg", "Use e.g. 5.0 (1.0 turns guidance off).")
+        if self.guidance not in GUIDANCE:
+            raise AnyCrowdError(f"Unknown guidance {self.guidance!r}: choose one of {', '.join(GUIDANCE)}.")
+        for name in ("pose_scale", "ref_scale"):
+            require_finite(getattr(self, name), name, "One-to-All uses 1.5 for both.")
         require_finite(self.vace_strength, "vace_strength", "Use e.g. 1.0.")
         if not (math.isfinite(self.shift) and self.shift > 0):
             raise AnyCrowdError(f"shift must be a positive finite number, got {self.shift}; Wan uses 3.0-8.0 (5.0 default).")
@@ -116,7 +127,7 @@ def check_request(inputs: AnimationInputs, negative: Tensor | None, settings: Sa
     """Everything about a request that can be checked before any encoding work; returns the
     track -> identity binding. Shared by `animate` and the long-video samplers."""
     settings.validate()
-    if settings.cfg != 1.0 and negative is None:
+    if settings.guidance == "cfg" and settings.cfg != 1.0 and negative is None:
         raise AnyCrowdError("cfg != 1 needs a negative text embedding: pass `negative` or set cfg=1.")
     video, boxes = inputs.control_video, inputs.track_boxes
     require_finite(video, "The control video", "Its pixels must be numbers in 0..1; re-render or re-load it.")
@@ -132,6 +143,28 @@ def check_request(inputs: AnimationInputs, negative: Tensor | None, settings: Sa
     binding = inputs.resolved_binding()
     check_tracks_visible(boxes, binding, int(video.shape[1]), int(video.shape[2]))
     return binding
+
+
+GUIDANCE = ("cfg", "cumulative")
+
+
+def cumulative_guidance(velocity_for, conditioning: IILRConditioning, positive: Tensor, negative: Tensor | None,
+                        settings: SamplingSettings, device, dtype):
+    """One-to-All's cumulative guidance on VACE: unconditional = negative text (the positive
+    one when None), no control, no references; pose = positive text, the control, neutral
+    references; full = everything. The three run as one batch of 3 when both texts have one
+    shape, else one after another. `velocity_for(text, vace)` gives a velocity model."""
+    negative = positive if negative is None else negative
+    contexts = [conditioning.vace_context_without(references=True, control=True).unsqueeze(0),
+                conditioning.vace_context_without(references=True).unsqueeze(0),
+                conditioning.vace_context.unsqueeze(0)]
+    contexts = [c.to(device, dtype) for c in contexts]
+    texts = [negative, positive, positive]
+    separate = [flow_denoiser(velocity_for(text, vace)) for text, vace in zip(texts, contexts)]
+    batched = None
+    if negative.shape == positive.shape:
+        batched = flow_denoiser(velocity_for(torch.cat(texts), torch.cat(contexts)))
+    return cumulative_cfg_denoiser(*separate, settings.pose_scale, settings.ref_scale, batched=batched)
 
 
 def rope_positions_for(conditioning: IILRConditioning, shifted: bool, device=None) -> Tensor | None:
@@ -179,21 +212,24 @@ def animate(
     vace_context = conditioning.vace_context.unsqueeze(0).to(device, dtype)
     rope = rope_positions_for(conditioning, settings.shifted_rope, device)
 
-    def velocity_for(text: Tensor):
+    def velocity_for(text: Tensor, vace: Tensor = vace_context):
         text = text.to(device, dtype)
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
             return model(
-                x.to(dtype), t, text, vace_context,
+                x.to(dtype), t, text, vace,
                 vace_strength=conditioning.vace_strength, attention=hook, rope_positions=rope,
             ).to(x.dtype)
 
         return velocity
 
-    cond = flow_denoiser(velocity_for(positive))
-    denoiser = cond
-    if settings.cfg != 1.0:
-        denoiser = cfg_denoiser(cond, flow_denoiser(velocity_for(negative)), settings.cfg)
+    if settings.guidance == "cumulative":
+        denoiser = cumulative_guidance(velocity_for, conditioning, positive, negative, settings, device, dtype)
+    else:
+        cond = flow_denoiser(velocity_for(positive))
+        denoiser = cond
+        if settings.cfg != 1.0:
+            denoiser = cfg_denoiser(cond, flow_denoiser(velocity_for(negative)), settings.cfg)
 
     sigmas = flow_sigmas(settings.steps, shift=settings.shift)
     with torch.no_grad():
@@ -212,5 +248,6 @@ def animate(
         "tokens": layout.num_tokens,
         "mode": settings.mode,
         "agf": settings.agf,
+        "guidance": settings.guidance,
     }
     return AnimationResult(frames, latents, decoupled, conditioning, layout, info)

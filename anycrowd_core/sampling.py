@@ -143,6 +143,33 @@ def cfg_denoiser(
     return denoiser
 
 
+def cumulative_cfg_denoiser(
+    uncond: Denoiser,
+    pose: Denoiser,
+    full: Denoiser,
+    pose_scale: float,
+    ref_scale: float,
+    *,
+    batched: Optional[Denoiser] = None,
+) -> Denoiser:
+    """Cumulative classifier-free guidance (One-to-All, after InstructPix2Pix, Brooks et al.
+    2023): u + pose_scale * (p - u) + ref_scale * (f - p), with u the unconditional, p the
+    pose-conditioned and f the reference-plus-pose prediction (x0 space).
+
+    Costs three model evaluations per step. If `batched` is given it is used instead:
+    `batched(cat([x, x, x]), sigma)` returns (u, p, f) stacked in that order along the batch.
+    pose_scale = ref_scale = 1 reduces to f exactly, but still evaluates all three.
+    """
+    def denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if batched is not None:
+            u, p, f = batched(torch.cat([x, x, x]), sigma).chunk(3)
+        else:
+            u, p, f = uncond(x, sigma), pose(x, sigma), full(x, sigma)
+        return u + (p - u) * pose_scale + (f - p) * ref_scale
+
+    return denoiser
+
+
 def _guard(denoiser: Denoiser, cancel: Optional[Callable[[], bool]]) -> Denoiser:
     # Checking before (not after) each evaluation means a cancel costs at most the model call
     # already running, and no work is started once cancellation was requested.

@@ -151,3 +151,58 @@ def test_shifted_rope_sampling_uses_the_reference_positions_beside_the_grid(monk
         else:
             assert seen == [None, None]
     assert not torch.equal(outputs[False], outputs[True])
+
+
+def _cumulative_case():
+    from anycrowd_core.codec import TestCodec
+    from anycrowd_core.pipeline import AnimationInputs
+    from anycrowd_core.scenes import make_scene
+    from tiny_wan import tiny_config, tiny_model
+
+    model = tiny_model(tiny_config(text_dim=8))
+    scene = make_scene(num_characters=2, num_frames=5, height=48, width=64, seed=0, scenario="crossing")
+    inputs = AnimationInputs(scene.reference_image, scene.reference_masks, scene.pose_video, scene.track_boxes)
+    gen = torch.Generator().manual_seed(3)
+    return model, TestCodec(), inputs, torch.randn(1, 4, 8, generator=gen), torch.randn(1, 4, 8, generator=gen)
+
+
+def test_cumulative_guidance_runs_three_conditions_with_neutral_references_and_control(monkeypatch):
+    """uncond: negative text, no control, no references; pose: positive text, control, neutral
+    references; full: everything. Batched into one call of 3 when the texts have one shape."""
+    from anycrowd_core.pipeline import SamplingSettings, animate
+
+    model, codec, inputs, positive, negative = _cumulative_case()
+    calls = []
+    real = model.forward
+
+    def forward(x, t, context, vace_context, **kwargs):
+        calls.append((context.clone(), vace_context.clone()))
+        return real(x, t, context, vace_context, **kwargs)
+
+    monkeypatch.setattr(model, "forward", forward)
+    result = animate(model, codec, inputs, positive, negative,
+                     SamplingSettings(steps=1, guidance="cumulative", pose_scale=2.0, ref_scale=1.5))
+    (context, vace), = calls
+    r, full = result.conditioning.trim, result.conditioning.vace_context
+    assert torch.equal(context, torch.cat([negative, positive, positive]))
+    assert vace[0, :32].abs().sum() == 0 and torch.equal(vace[0, 32:], full[32:])  # no references, no control
+    assert vace[1, :32, :r].abs().sum() == 0 and torch.equal(vace[1, :, r:], full[:, r:])  # pose only
+    assert torch.equal(vace[2], full)
+    assert result.info["guidance"] == "cumulative"
+
+
+def test_cumulative_guidance_batched_equals_separate_calls_and_unit_scales_give_the_full_prediction(monkeypatch):
+    from anycrowd_core import pipeline
+    from anycrowd_core.pipeline import SamplingSettings, animate
+
+    model, codec, inputs, positive, negative = _cumulative_case()
+    settings = SamplingSettings(steps=2, guidance="cumulative", pose_scale=2.0, ref_scale=1.5)
+    batched = animate(model, codec, inputs, positive, negative, settings).latents
+    real = pipeline.cumulative_cfg_denoiser
+    monkeypatch.setattr(pipeline, "cumulative_cfg_denoiser", lambda *a, batched=None: real(*a))
+    separate = animate(model, codec, inputs, positive, negative, settings).latents
+    assert torch.allclose(separate, batched, atol=1e-5) and separate.abs().max() > 0
+    unit = SamplingSettings(steps=2, guidance="cumulative", pose_scale=1.0, ref_scale=1.0)
+    plain = SamplingSettings(steps=2, cfg=1.0)
+    assert torch.allclose(animate(model, codec, inputs, positive, negative, unit).latents,
+                          animate(model, codec, inputs, positive, negative, plain).latents, atol=1e-5)

@@ -274,3 +274,19 @@ def test_sample_rejects_unknown_sampler_and_missing_seed():
 def test_sample_rejects_latent_of_wrong_shape():
     with pytest.raises(AnyCrowdError, match="latent shape"):
         sample(gaussian_denoiser, (2, 3), flow_sigmas(3), seed=0, latent=torch.zeros(3, 2))
+
+
+def test_cumulative_guidance_is_one_to_alls_formula_batched_or_not():
+    from anycrowd_core.sampling import cumulative_cfg_denoiser
+
+    x = torch.randn(2, 3)
+    u, p, f = (lambda x, s: x * 0 + 1.0), (lambda x, s: x * 0 + 3.0), (lambda x, s: x * 0 + 4.0)
+    g = cumulative_cfg_denoiser(u, p, f, 2.0, 0.5)
+    assert torch.allclose(g(x, torch.tensor(0.5)), torch.full_like(x, 1 + 2 * (3 - 1) + 0.5 * (4 - 3)))
+
+    def batched(xs, s):
+        assert xs.shape[0] == 3 * x.shape[0]
+        return torch.cat([u(x, s), p(x, s), f(x, s)])
+
+    gb = cumulative_cfg_denoiser(u, p, f, 2.0, 0.5, batched=batched)
+    assert torch.equal(gb(x, torch.tensor(0.5)), g(x, torch.tensor(0.5)))

@@ -12,8 +12,9 @@ trained for the same budget with the same seeds:
   arrangement), AnyCrowd's training-layout claim.
 
 `train` runs what is missing (a finished run is skipped, so the queue resumes), `evaluate`
-scores each run with the binding benchmark, `report` prints the per-arm table (mean and
-spread over seeds) and draws the loss curves.
+scores each run with the binding benchmark, `guidance` measures cumulative guidance against
+plain sampling on the shipped miniature, `report` prints the per-arm table (mean and spread
+over seeds) and draws the loss curves.
 """
 
 from __future__ import annotations
@@ -70,13 +71,71 @@ def train(out: Path, arms: list[str], seeds: list[int], steps: int) -> None:
             print(f"{folder.name}: {time.perf_counter() - started:.0f} s", flush=True)
 
 
+COUNTS = [2, 3, 4, 6]  # 6: more characters than any training scene (count generalisation)
+SCALES = [1.0, 1.5, 2.0]
+
+
+def weights_folder(folder: Path) -> Path:
+    """The miniature's three files for a run: the shipped base, the run's LoRA and gates."""
+    from anycrowd_core.mini.model import BASE_FILE, GATES_FILE, LORA_FILE, WEIGHTS_DIR
+
+    weights = folder / "weights"
+    weights.mkdir(exist_ok=True)
+    for name, source in ((BASE_FILE, WEIGHTS_DIR / BASE_FILE), (LORA_FILE, folder / LORA_FILE),
+                         (GATES_FILE, folder / GATES_FILE)):
+        link = weights / name
+        if not link.exists():
+            link.symlink_to(source.resolve())
+    return weights
+
+
+def evaluate(out: Path, arms: list[str], seeds: list[int], scenes: int) -> None:
+    """Binding benchmark (tsda, cross-driven) of every finished run -> <run>/eval.json."""
+    import torch
+
+    from anycrowd_core.bench.binding import run_benchmark
+
+    for seed in seeds:
+        for arm in arms:
+            folder = run_dir(out, arm, seed)
+            if not (folder / "result.json").is_file() or (folder / "eval.json").is_file():
+                continue
+            print(f"{folder.name}: evaluating ...", flush=True)
+            with torch.no_grad():
+                result = run_benchmark(COUNTS, scenes, ["cross"], ["tsda"], weights=str(weights_folder(folder)),
+                                       log=lambda *_: None)
+            (folder / "eval.json").write_text(json.dumps(result, indent=1))
+
+
+def guidance_grid(out: Path, scenes: int) -> None:
+    """The shipped miniature under plain sampling and cumulative guidance over a grid of
+    scales -> <out>/guidance.json (tsda on the AnyCrowd model, masked+align on the base)."""
+    import torch
+
+    from anycrowd_core.bench.binding import Guidance, run_benchmark
+
+    target = out / "guidance.json"
+    results = json.loads(target.read_text()) if target.is_file() else {}
+    grid = [Guidance()] + [Guidance("cumulative", p, r) for p in SCALES for r in SCALES]
+    for g in grid:
+        key = g.kind if g.kind == "cfg" else f"cumulative p{g.pose_scale:g} r{g.ref_scale:g}"
+        if key in results:
+            continue
+        print(f"guidance {key} ...", flush=True)
+        with torch.no_grad():
+            results[key] = run_benchmark([2, 3, 4], scenes, ["cross"], ["tsda", "masked+align"], guidance=g,
+                                         log=lambda *_: None)
+        target.write_text(json.dumps(results, indent=1))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.claims", description=__doc__.split("\n\n")[0])
-    p.add_argument("stage", choices=["train", "evaluate", "report"])
+    p.add_argument("stage", choices=["train", "evaluate", "guidance", "report"])
     p.add_argument("--out", default="runs/claims", help="folder of the runs")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--steps", type=int, default=500, help="training budget of every run")
+    p.add_argument("--scenes", type=int, default=10, help="held-out scenes per character count (evaluate, guidance)")
     args = p.parse_args(argv)
     try:
         if args.steps < 10:
@@ -84,6 +143,10 @@ def main(argv=None) -> int:
         out = Path(args.out)
         if args.stage == "train":
             train(out, args.arms, args.seeds, args.steps)
+        elif args.stage == "evaluate":
+            evaluate(out, args.arms, args.seeds, args.scenes)
+        elif args.stage == "guidance":
+            guidance_grid(out, args.scenes)
     except AnyCrowdError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ Settings: `self` (reference in the scene's own arrangement, natural binding), `c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -263,9 +264,22 @@ def _holistic(decoupled: DecoupledInstances) -> DecoupledInstances:
                               boxes=decoupled.boxes, offsets=decoupled.offsets, scales=decoupled.scales)
 
 
+@dataclass(frozen=True)
+class Guidance:
+    """How the benchmark samples: `cfg` is the miniature's own (cfg 1, its prompt is empty);
+    `cumulative` is One-to-All's cumulative guidance with `pose_scale` and `ref_scale`."""
+
+    kind: str = "cfg"
+    pose_scale: float = 1.5
+    ref_scale: float = 1.5
+
+    def settings(self) -> dict:
+        return {"guidance": self.kind, "pose_scale": self.pose_scale, "ref_scale": self.ref_scale}
+
+
 def evaluate_scene(scene: ProceduralScene, mode: str = "tsda", binding=None, seed: int = 0, *,
                    reference: str = "cross", mini=None, steps: int | None = None,
-                   truth: CodecTruth | None = None) -> dict:
+                   truth: CodecTruth | None = None, guidance: Guidance | None = None) -> dict:
     """Animate `scene` with AnyCrowd-Mini in `mode` and score it (see `score_video`).
 
     binding: entry i is the identity (reference character) that animates track i, as in
@@ -305,7 +319,8 @@ def evaluate_scene(scene: ProceduralScene, mode: str = "tsda", binding=None, see
     settings = SamplingSettings(steps=steps or MINI_SAMPLING["steps"], cfg=MINI_SAMPLING["cfg"],
                                 shift=MINI_SAMPLING["shift"], sampler=MINI_SAMPLING["sampler"], seed=seed,
                                 mode=spec.attention, agf=spec.agf,
-                                shifted_rope=mini.shifted_rope and model is mini.anycrowd)
+                                shifted_rope=mini.shifted_rope and model is mini.anycrowd,
+                                **(guidance or Guidance()).settings())
     inputs = AnimationInputs(reference_image=image, reference_masks=decoupled.masks, control_video=scene.pose_video,
                              track_boxes=scene.track_boxes, binding=local, decoupled=decoupled)
     started = time.perf_counter()
@@ -348,9 +363,10 @@ def setting_binding(setting: str, count: int, seed: int) -> tuple[list[int], str
 
 
 def run_benchmark(counts, scenes: int, settings, modes, *, frames: int = 9, steps: int | None = None,
-                  log=print, grid_path=None, weights: str | None = None) -> dict:
+                  log=print, grid_path=None, weights: str | None = None, guidance: Guidance | None = None) -> dict:
     """Mean metrics per (setting, count, mode) over `scenes` held-out scenes each.
-    weights: a folder with the three miniature files (default: the shipped ones)."""
+    weights: a folder with the three miniature files (default: the shipped ones);
+    guidance: plain (default, the miniature's cfg 1) or cumulative guidance."""
     from ..mini import load_mini
 
     mini = load_mini(weights)
@@ -370,7 +386,7 @@ def run_benchmark(counts, scenes: int, settings, modes, *, frames: int = 9, step
                 results = []
                 for i, (scene, seed, binding, reference, truth) in enumerate(batch):
                     r = evaluate_scene(scene, mode, binding, seed, reference=reference, mini=mini, steps=steps,
-                                       truth=truth)
+                                       truth=truth, guidance=guidance)
                     results.append(r)
                     if grid_path is not None and i == 0 and setting == settings[0]:
                         grid.append((f"{count} chars, {mode}", r["video"]))
@@ -389,7 +405,8 @@ def run_benchmark(counts, scenes: int, settings, modes, *, frames: int = 9, step
                     f"({row['seconds']:.1f} s/scene)")
     if grid_path is not None and grid:
         _write_grid(grid, grid_path)
-    return {"rows": rows, "settings": {"frames": frames, "steps": steps, "scenes": scenes}}
+    return {"rows": rows, "settings": {"frames": frames, "steps": steps, "scenes": scenes,
+                                       "guidance": dataclasses.asdict(guidance or Guidance())}}
 
 
 def _write_grid(grid, path) -> None:
@@ -440,6 +457,10 @@ def main(argv=None) -> int:
     p.add_argument("--weights", default=None,
                    help="folder with anycrowd_mini_{base,lora,gates}.safetensors (default: the shipped miniature)")
     p.add_argument("--grid", default=None, help="write a picture grid (PNG) of the first scene per count and mode")
+    p.add_argument("--guidance", choices=["cfg", "cumulative"], default="cfg",
+                   help="cfg: the miniature's plain sampling (cfg 1); cumulative: One-to-All's cumulative guidance")
+    p.add_argument("--pose-scale", type=float, default=1.5, help="cumulative: scale of (pose - unconditional)")
+    p.add_argument("--ref-scale", type=float, default=1.5, help="cumulative: scale of (reference+pose - pose)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args(argv)
     if args.scenes < 1:
@@ -449,7 +470,7 @@ def main(argv=None) -> int:
             result = run_benchmark(
                 args.characters, args.scenes, args.settings, args.modes, frames=args.frames, steps=args.steps,
                 log=(lambda s: print(s, file=sys.stderr)) if args.json else print, grid_path=args.grid,
-                weights=args.weights,
+                weights=args.weights, guidance=Guidance(args.guidance, args.pose_scale, args.ref_scale),
             )
     except AnyCrowdError as e:
         print(f"error: {e}", file=sys.stderr)
