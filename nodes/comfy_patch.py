@@ -16,6 +16,8 @@ from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.layout import TokenLayout
 
 HOOK_KEY = "anycrowd"  # model_options["transformer_options"][HOOK_KEY] holds the per-run hook
+ROPE_KEY = "anycrowd_shifted_rope"  # ... [ROPE_KEY] holds the ShiftedRope of a run with shifted RoPE
+ADAPTER_KEY = "anycrowd_adapter"  # ... [ADAPTER_KEY]: what AnyCrowd Load Adapter loaded (shifted_rope, files)
 GATES_KEY = "anycrowd_gates"  # additional_models key: ComfyUI loads the gates with the model
 BRANCH_CHOICES = {"both": ("dit", "vace"), "dit": ("dit",), "vace": ("vace",)}
 
@@ -96,6 +98,9 @@ class AnyCrowdSelfAttentionForward:
         self.branch, self.index = branch, index
 
     def __call__(self, x, freqs, transformer_options={}, **kwargs):
+        rope = transformer_options.get(ROPE_KEY)
+        if rope is not None:  # every layer and mode, "global" and the fallback included
+            freqs = rope.freqs(freqs)
         hook = transformer_options.get(HOOK_KEY)
         if hook is None or hook.mode == "global" or self.branch not in hook.branches:
             return self.fallback(x, freqs, transformer_options=transformer_options, **kwargs)
@@ -117,6 +122,43 @@ class AnyCrowdSelfAttentionForward:
             return m.o(o.flatten(-2))
 
         return SelfAttentionOps(qkv=qkv, out=out, branch=self.branch, index=self.index)
+
+
+class ShiftedRope:
+    """RealisDance-DiT's shifted RoPE in ComfyUI's Wan: the rotary table of the layout's token
+    grid with the reference frames beside the video grid (`shifted_reference_positions`),
+    built with the model's own `rope_embedder` as its `rope_encode` builds the default one,
+    and cached per device, dtype and batch."""
+
+    def __init__(self, layout: TokenLayout, rope_embedder):
+        from anycrowd_core.wan import shifted_reference_positions
+
+        self.embedder = rope_embedder
+        frames = layout.num_ref_frames + layout.video_frames
+        self.positions = shifted_reference_positions(layout.num_ref_frames, frames, *layout.grid)
+        self._cache: dict = {}
+
+    def freqs(self, freqs: torch.Tensor) -> torch.Tensor:
+        if freqs.shape[1] != len(self.positions):
+            raise AnyCrowdError(
+                f"Shifted RoPE was set up for {len(self.positions)} tokens (the layout) but the model runs "
+                f"{freqs.shape[1]}: build the layout and the latent with the same AnyCrowd IILR Encode node; "
+                "ComfyUI's context windows cannot slice a shifted-RoPE layout (use AnyCrowd Long Video Sampler)."
+            )
+        key = (freqs.device, freqs.dtype, freqs.shape)
+        if key not in self._cache:
+            # float32 ids (the table's dtype): exact positions, where bf16 would round rows above 256
+            ids = self.positions.to(device=freqs.device, dtype=freqs.dtype)[None]
+            table = self.embedder(ids).movedim(1, 2).to(freqs.dtype)
+            self._cache = {key: table.expand(freqs.shape[0], *table.shape[1:])}
+        return self._cache[key]
+
+
+def adapter_shifted_rope(model) -> bool:
+    """Whether the adapter loaded into `model` (AnyCrowd Load Adapter) was trained with
+    shifted RoPE; False for a stock model."""
+    info = model.model_options.get("transformer_options", {}).get(ADAPTER_KEY) or {}
+    return bool(info.get("shifted_rope", False))
 
 
 def check_gates(gates: GateBank, dm) -> None:
@@ -144,12 +186,15 @@ def patch_model(
     agf: str = "gated",
     gates: GateBank | None = None,
     branches: Sequence[str] | str = ("dit", "vace"),
+    shifted_rope: bool | None = None,
 ):
     """A clone of the ComfyUI MODEL `model` whose DiT and VACE self-attention layers run
     `mode` ("tsda", "masked" or "global") for `layout`; `model` itself stays untouched.
 
     agf: "gated" / "mean" / "max" fusion in tsda; gates: trained AGF gates (None = untrained,
-    i.e. mean); branches: ("dit", "vace") or a subset (also "both" / "dit" / "vace").
+    i.e. mean); branches: ("dit", "vace") or a subset (also "both" / "dit" / "vace");
+    shifted_rope: reference frames at RealisDance-DiT's shifted RoPE positions (None: as the
+    adapter loaded by AnyCrowd Load Adapter was trained, off for a stock model).
     """
     check_wan_vace(model)
     if isinstance(branches, str):
@@ -177,6 +222,12 @@ def patch_model(
             fallback = patched.object_patches.get(f"{key}.forward", type(module).forward.__get__(module))
             patched.add_object_patch(f"{key}.forward", AnyCrowdSelfAttentionForward(module, fallback, branch, i))
     patched.model_options["transformer_options"][HOOK_KEY] = hook
+    if shifted_rope is None:
+        shifted_rope = adapter_shifted_rope(model)
+    if shifted_rope:
+        patched.model_options["transformer_options"][ROPE_KEY] = ShiftedRope(layout, dm.rope_embedder)
+    else:
+        patched.model_options["transformer_options"].pop(ROPE_KEY, None)
     if gates is not None:
         import comfy.model_patcher
 

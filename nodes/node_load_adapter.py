@@ -14,7 +14,7 @@ from anycrowd_core.errors import AnyCrowdError
 
 # relative: inside ComfyUI another pack's top-level `training` module could shadow ours
 from ..training.export import GATES_FORMAT, LORA_FORMAT, AdapterFiles, load_adapter_files, read_metadata
-from .comfy_patch import check_wan_vace
+from .comfy_patch import ADAPTER_KEY, check_wan_vace
 from .comfy_runtime import apply_lora
 from .input_checks import finite_number
 from .node_types import GATES
@@ -136,6 +136,19 @@ def _describe_file(kind: str, name: str, meta: dict) -> str:
     return "\n".join(parts)
 
 
+def trained_with_shifted_rope(files: AdapterFiles) -> bool:
+    """Whether the adapter was trained with shifted RoPE (its metadata). AnyCrowdError when
+    the LoRA and the gates disagree: one setting cannot serve both."""
+    flags = {kind: meta.get("shifted_rope", "false") == "true"
+             for kind, meta in files.metadata.items() if meta is not None}
+    if len(set(flags.values())) > 1:
+        raise AnyCrowdError(
+            f"The LoRA was trained with shifted RoPE {'on' if flags['lora'] else 'off'} but the gates with it "
+            f"{'on' if flags['gates'] else 'off'}: they come from different runs; load the two files one run wrote."
+        )
+    return any(flags.values())
+
+
 def adapter_info(files: AdapterFiles, lora_name: str | None, gates_name: str | None, strength: float) -> tuple[str, list[str]]:
     """(INFO text for users, warnings) describing what was loaded."""
     lora_meta, gates_meta = files.metadata.get("lora"), files.metadata.get("gates")
@@ -150,10 +163,9 @@ def adapter_info(files: AdapterFiles, lora_name: str | None, gates_name: str | N
             lines.append("Use attention_mode tsda with agf_mode gated in AnyCrowd Sampler / AnyCrowd TSDA Patch "
                          "(connect the gates output there).")
             break
-    for kind, meta in (("LoRA", lora_meta), ("gates", gates_meta)):
-        if meta and meta.get("shifted_rope") == "true":
-            warnings.append(f"The {kind} was trained with shifted RoPE (model.shifted_rope), which ComfyUI's Wan model "
-                            "does not apply: expect weaker results; retrain with shifted_rope false for ComfyUI.")
+    if trained_with_shifted_rope(files):
+        lines.append("Trained with shifted RoPE: AnyCrowd Sampler / TSDA Patch / Long Video Sampler apply it to the "
+                     "reference frames of this model.")
     if lora_meta and gates_meta and lora_meta.get("config_hash") != gates_meta.get("config_hash"):
         warnings.append("The LoRA and the gates come from different training runs (config hashes differ): "
                         "use the two files written together by one run.")
@@ -250,9 +262,23 @@ class AnyCrowdLoadAdapter:
         info, warnings = adapter_info(files, lora_name, gates_name, strength_model)
         for w in warnings:
             logging.warning("AnyCrowd Load Adapter: %s", w)
+        shifted = trained_with_shifted_rope(files)
+        earlier = (model.model_options.get("transformer_options", {}).get(ADAPTER_KEY) or {})
+        if earlier and bool(earlier.get("shifted_rope")) != shifted:
+            raise AnyCrowdError(
+                f"This model already carries the AnyCrowd adapter {earlier.get('lora')!r}, trained with shifted RoPE "
+                f"{'on' if earlier.get('shifted_rope') else 'off'}, but {lora_name!r} was trained with it "
+                f"{'on' if shifted else 'off'}: the reference positions cannot be both. Load one adapter, or two "
+                "trained with the same model.shifted_rope."
+            )
         out = model
         if files.lora is not None and strength_model != 0:
             out = apply_lora(model, files.lora, strength_model)
+        if shifted:  # a stock-positions adapter leaves the model as it is (patch_model's default)
+            out = out.clone() if out is model else out
+            # read by patch_model: the reference frames take the positions the adapter was trained with
+            out.model_options.setdefault("transformer_options", {})[ADAPTER_KEY] = {
+                "shifted_rope": shifted, "lora": lora_name, "gates": gates_name}
         return (out, files.gates, info)
 
     def _read(self, lora_path, gates_path, size) -> AdapterFiles:

@@ -16,7 +16,7 @@ from anycrowd_core.wan import inspect_wan_vace
 # relative: inside ComfyUI another pack's top-level `training` module could shadow ours
 from ..training.export import NonFiniteAdapter, load_adapter_files, read_metadata
 from .codec_vae import CodecVAE
-from .comfy_patch import check_wan_vace
+from .comfy_patch import ADAPTER_KEY, check_wan_vace
 from .comfy_runtime import apply_lora, apply_shift, load_diffusion_model
 from .node_types import GATES
 
@@ -174,6 +174,8 @@ class AnyCrowdMiniLoader:
         if adapter.lora is not None:
             model = apply_lora(model, adapter.lora, 1.0)
         model = apply_shift(model, float(MINI_SAMPLING["shift"]))
+        if adapter.metadata.get("lora", {}).get("shifted_rope") == "true":  # a miniature retrained with it
+            model.model_options["transformer_options"][ADAPTER_KEY] = {"shifted_rope": True, "lora": LORA_FILE}
         vae = CodecVAE(MiniCodec(), name="AnyCrowd-Mini codec")
         conditioning = [[mini_text_embedding(MINI_CONFIG.text_dim), {}]]
         return (model, adapter.gates, vae, conditioning, mini_info(variant, files))

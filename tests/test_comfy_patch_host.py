@@ -309,3 +309,43 @@ def test_node_returns_a_patched_clone(comfy, base, layout):
     hook = patched.model_options["transformer_options"]["anycrowd"]
     assert (hook.mode, hook.agf, hook.branches, hook.layout) == ("tsda", "max", ("vace",), layout)
     assert patched is not base and len(patched.object_patches) == 6
+
+
+@pytest.mark.parametrize("mode", ["global", "masked", "tsda"])
+def test_shifted_rope_patch_equals_the_core_model_at_the_shifted_positions(comfy, cp, base, layout, mode):
+    """patch_model(shifted_rope=True) gives ComfyUI's Wan the reference positions the trainer
+    used (beside the video grid), in every mode: its output equals the core model's."""
+    from comfy_host import tiny_vace_config
+    from tiny_wan import tiny_inputs
+
+    from anycrowd_core.wan import load_wan_vace, shifted_reference_positions
+
+    cfg = tiny_vace_config()
+    core = load_wan_vace(tiny_vace_state_dict(seed=0), dtype=torch.float32, num_heads=cfg.num_heads)
+    frames = layout.num_ref_frames + layout.video_frames
+    h, w = layout.grid
+    inputs = tiny_inputs(cfg, frames=frames, height=2 * h, width=2 * w, seed=3)
+    patched = cp.patch_model(base, layout, mode=mode, shifted_rope=True)
+    comfy.model_management.load_models_gpu([patched])
+    dm = patched.model.diffusion_model
+    options = patched.model_options["transformer_options"]
+    with torch.no_grad():
+        theirs = dm(inputs["x"], inputs["t"], inputs["context"], vace_context=inputs["vace_context"][:, None],
+                    vace_strength=[1.0], transformer_options=options)
+        positions = shifted_reference_positions(layout.num_ref_frames, frames, h, w)
+        ours = core(**inputs, attention=AnyCrowdAttention(layout, mode), rope_positions=positions)
+        unshifted = core(**inputs, attention=AnyCrowdAttention(layout, mode))
+    assert torch.allclose(theirs, ours, atol=1e-4), float((theirs - ours).abs().max())
+    assert (theirs - unshifted).abs().max() > 1e-3
+
+
+def test_shifted_rope_follows_the_adapter_and_refuses_another_token_count(comfy, cp, base, layout):
+    adapted = base.clone()
+    adapted.model_options["transformer_options"][cp.ADAPTER_KEY] = {"shifted_rope": True}
+    on = cp.patch_model(adapted, layout, mode="masked")
+    off = cp.patch_model(base, layout, mode="masked")
+    assert isinstance(on.model_options["transformer_options"].get(cp.ROPE_KEY), cp.ShiftedRope)
+    assert cp.ROPE_KEY not in off.model_options["transformer_options"]
+    rope = on.model_options["transformer_options"][cp.ROPE_KEY]
+    with pytest.raises(AnyCrowdError, match="context windows"):
+        rope.freqs(torch.zeros(1, len(rope.positions) - 16, 1, 8, 2, 2))

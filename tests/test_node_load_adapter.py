@@ -62,10 +62,19 @@ def fp(tmp_path, monkeypatch):
     return fake
 
 
+class FakePatcher(SimpleNamespace):
+    """What the node uses of a ComfyUI MODEL (ModelPatcher): model.diffusion_model with dim,
+    blocks, vace_blocks; model_options; clone() copying the options as ComfyUI does."""
+
+    def clone(self):
+        import copy
+
+        return FakePatcher(model=self.model, model_options=copy.deepcopy(self.model_options))
+
+
 def fake_model(dim=64, num_layers=4, vace_layers=2):
-    """What the node reads of a ComfyUI MODEL: model.diffusion_model with dim, blocks, vace_blocks."""
     dm = SimpleNamespace(dim=dim, blocks=[None] * num_layers, vace_blocks=[None] * vace_layers)
-    return SimpleNamespace(model=SimpleNamespace(diffusion_model=dm))
+    return FakePatcher(model=SimpleNamespace(diffusion_model=dm), model_options={"transformer_options": {}})
 
 
 def tiny_lora(cfg, rank=2, seed=0):
@@ -205,9 +214,33 @@ def test_info_shows_base_model_rank_alpha_and_trained_steps(fp, tmp_path):
 def test_info_warns_about_files_from_different_runs(fp, tmp_path):
     cfg = tiny_config()
     write_adapter(tmp_path / "models", cfg, name="a", config_hash="h1")
-    write_adapter(tmp_path / "models", cfg, name="b", config_hash="h2", extra={**EXTRA, "step": "7", "shifted_rope": "true"})
+    write_adapter(tmp_path / "models", cfg, name="b", config_hash="h2", extra={**EXTRA, "step": "7"})
     info = Node().load(fake_model(), "a_lora.safetensors", "b_gates.safetensors", 0.0)[2]
-    assert "different training runs" in info and "different training steps" in info and "shifted RoPE" in info
+    assert "different training runs" in info and "different training steps" in info
+
+
+def test_an_adapter_trained_with_shifted_rope_turns_it_on_for_the_patch(fp, tmp_path):
+    ADAPTER_KEY, adapter_shifted_rope = nodes.comfy_patch.ADAPTER_KEY, nodes.comfy_patch.adapter_shifted_rope
+
+    cfg = tiny_config()
+    write_adapter(tmp_path / "models", cfg, name="rope", extra={**EXTRA, "shifted_rope": "true"})
+    write_adapter(tmp_path / "models", cfg, name="plain")
+    model = fake_model()
+    out, _, info = Node().load(model, "None", "rope_gates.safetensors", 1.0)
+    assert adapter_shifted_rope(out) and "shifted RoPE" in info
+    assert not adapter_shifted_rope(model) and ADAPTER_KEY not in model.model_options["transformer_options"]
+    plain = Node().load(model, "None", "plain_gates.safetensors", 1.0)[0]
+    assert plain is model and not adapter_shifted_rope(plain)
+    with pytest.raises(AnyCrowdError, match="shifted RoPE on.*off"):
+        Node().load(out, "None", "plain_gates.safetensors", 1.0)  # a second adapter with the other setting
+
+
+def test_lora_and_gates_trained_with_different_shifted_rope_are_refused(fp, tmp_path):
+    cfg = tiny_config()
+    write_adapter(tmp_path / "models", cfg, name="a")
+    write_adapter(tmp_path / "models", cfg, name="b", extra={**EXTRA, "shifted_rope": "true"})
+    with pytest.raises(AnyCrowdError, match="LoRA was trained with shifted RoPE off but the gates with it on"):
+        Node().load(fake_model(), "a_lora.safetensors", "b_gates.safetensors", 0.0)
 
 
 def test_a_lora_for_another_model_size_is_refused_naming_both_sizes(fp, tmp_path):
