@@ -46,6 +46,8 @@ NODE_SPECS = (
              ("MODEL",), ("model",)),
     NodeSpec("AnyCrowdSampler", ".node_sampler", "AnyCrowd Sampler (TSDA-patched Wan)", "AnyCrowd/sampling",
              ("LATENT",), ("latent",)),
+    NodeSpec("AnyCrowdCumulativeCFG", ".node_cumulative_cfg", "AnyCrowd Cumulative CFG (guider)", "AnyCrowd/sampling",
+             ("GUIDER",), ("guider",)),
     # pose nodes
     NodeSpec("AnyCrowdPoseExtractor", ".node_pose", "AnyCrowd Pose Extractor (DWPose + tracking)", "AnyCrowd/pose",
              (TRACKS, "IMAGE", "POSE_KEYPOINT", "IMAGE"), ("tracks", "pose_video", "pose_keypoint", "preview")),

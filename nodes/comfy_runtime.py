@@ -244,6 +244,33 @@ def sample(
     )
 
 
+_CUMULATIVE_GUIDER = None
+
+
+def cumulative_guider(model: Any, positive: list, middle: list, negative: list, pose_scale: float, ref_scale: float):
+    """A GUIDER (a comfy.samplers.CFGGuider) for One-to-All's cumulative guidance:
+    u + pose_scale * (p - u) + ref_scale * (f - p), with u from `negative`, p from `middle`
+    (pose only) and f from `positive`, the three evaluated as one batch by calc_cond_batch."""
+    global _CUMULATIVE_GUIDER
+    samplers = require_comfy("comfy.samplers", "AnyCrowd Cumulative CFG")
+    if _CUMULATIVE_GUIDER is None:
+        class CumulativeGuider(samplers.CFGGuider):
+            def set_conds(self, positive, middle, negative):
+                self.inner_set_conds({"positive": positive, "middle": middle, "negative": negative})
+
+            def predict_noise(self, x, timestep, model_options={}, seed=None):
+                conds = [self.conds.get("negative"), self.conds.get("middle"), self.conds.get("positive")]
+                u, p, f = samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
+                return u + (p - u) * self.pose_scale + (f - p) * self.ref_scale
+
+        _CUMULATIVE_GUIDER = CumulativeGuider
+    guider = _CUMULATIVE_GUIDER(model)
+    guider.set_conds(positive, middle, negative)
+    guider.pose_scale, guider.ref_scale = float(pose_scale), float(ref_scale)
+    guider.cfg = 1.0  # read by some samplers (cfg_pp) and previews; the scales above are what apply
+    return guider
+
+
 def empty_latent(batch_size: int, shape: tuple[int, ...]) -> Tensor:
     """Zeros `[batch_size, *shape]` on ComfyUI's intermediate device (CPU without ComfyUI)."""
     mm = sys.modules.get("comfy.model_management")
