@@ -217,12 +217,14 @@ def sample(
     negative: list,
     denoise: float = 1.0,
     preview_from: int = 0,
+    guider=None,
 ) -> Tensor:
     """Sample a LATENT with ComfyUI's machinery, like nodes.common_ksampler: same noise
     (comfy.sample.prepare_noise), same preview/progress callback (latent_preview), plus a
     Cancel check after every step so cancelling works without the server's progress hook.
     `preview_from`: first latent frame the live preview shows (skip the reference frames:
-    ComfyUI's previewer shows a video latent's first frame)."""
+    ComfyUI's previewer shows a video latent's first frame). `guider`: a GUIDER used
+    instead of plain CFG (cumulative guidance), on KSampler's schedule and sampler."""
     comfy_sample = require_comfy("comfy.sample", "AnyCrowd Sampler")
     latent_preview = require_comfy("latent_preview", "AnyCrowd Sampler")
     utils = require_comfy("comfy.utils", "AnyCrowd Sampler")
@@ -237,6 +239,15 @@ def sample(
         check_interrupted()
         preview(step, x0[:, :, preview_from:], x, total_steps)
 
+    if guider is not None:  # KSampler's schedule and sampler, with this guider instead of plain CFG
+        samplers = require_comfy("comfy.samplers", "AnyCrowd Sampler")
+        mm = require_comfy("comfy.model_management", "AnyCrowd Sampler")
+        sigmas = samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                   scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
+        out = guider.sample(noise, latent_image, samplers.sampler_object(sampler_name), sigmas,
+                            denoise_mask=latent.get("noise_mask"), callback=callback,
+                            disable_pbar=not utils.PROGRESS_BAR_ENABLED, seed=seed)
+        return out.to(mm.intermediate_device())
     return comfy_sample.sample(
         model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
         denoise=denoise, noise_mask=latent.get("noise_mask"), callback=callback,

@@ -10,6 +10,7 @@ from anycrowd_core.layout import TokenLayout
 
 from .comfy_patch import check_latent_matches_layout, check_wan_vace, patch_model
 from .comfy_runtime import WAN21_DEFAULT_SHIFT, apply_shift, sample, sampler_names
+from .guidance import GUIDANCE, cumulative_guidance
 from .input_checks import conditioning, finite_number, latent_samples, seed_value, whole_number
 from .node_tsda_patch import AGF_CHOICES, ATTENTION_MODES
 from .node_types import GATES, LAYOUT
@@ -76,6 +77,13 @@ class AnyCrowdSampler:
             },
             "optional": {
                 "gates": GATES_INPUT,
+                "guidance": (GUIDANCE, {
+                    "default": "cfg",
+                    "tooltip": "cfg: plain classifier-free guidance at cfg. cumulative: One-to-All's cumulative "
+                               "guidance, cfg then scales pose guidance and ref_cfg reference guidance (three model "
+                               "evaluations per step; measured in docs/claims.md)."}),
+                "ref_cfg": ("FLOAT", {"default": 1.5, "min": 0.0, "max": 20.0, "step": 0.05,
+                                      "tooltip": "cumulative only: scale of (reference + pose) over pose-only."}),
             },
         }
 
@@ -93,7 +101,7 @@ class AnyCrowdSampler:
 
     def sample(
         self, model, positive, negative, latent, layout, attention_mode, agf_mode, seed, steps, cfg,
-        sampler_name, scheduler, shift, denoise, gates=None,
+        sampler_name, scheduler, shift, denoise, gates=None, guidance="cfg", ref_cfg=1.5,
     ):
         # Every check that can fail runs before sampling starts (a wrong input should not
         # cost a sampling run).
@@ -104,13 +112,19 @@ class AnyCrowdSampler:
         positive, negative = conditioning(positive, "positive"), conditioning(negative, "negative")
         options = sampler_options(seed, steps, cfg, shift)
         denoise = finite_number(denoise, "denoise", low=0.0, high=1.0, fix="Use 1.0 to generate from noise.")
+        if guidance not in GUIDANCE:
+            raise AnyCrowdError(f"guidance {guidance!r} is not available: choose one of {', '.join(GUIDANCE)}.")
+        ref_cfg = finite_number(ref_cfg, "ref_cfg", low=0.0, fix="One-to-All uses 1.5.")
         patched = patch_model(model, layout, mode=attention_mode, agf=agf_mode, gates=gates)
         if options["shift"] > 0:
             patched = apply_shift(patched, options["shift"])
+        guider = None
+        if guidance == "cumulative":
+            guider = cumulative_guidance(patched, positive, negative, layout.num_ref_frames, options["cfg"], ref_cfg)
         samples = sample(
             patched, latent, seed=options["seed"], steps=options["steps"], cfg=options["cfg"], sampler_name=sampler_name,
             scheduler=scheduler, positive=positive, negative=negative, denoise=denoise,
-            preview_from=layout.num_ref_frames,
+            preview_from=layout.num_ref_frames, guider=guider,
         )
         out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}
         out["samples"] = samples[:, :, layout.num_ref_frames :]

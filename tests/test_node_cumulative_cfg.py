@@ -29,7 +29,7 @@ def test_pose_condition_neutralises_only_the_reference_frames_of_every_stream():
     cond = vace_conditioning(streams=2)
     before = [v.clone() for v in cond[0][1]["vace_frames"]]
     neutral = torch.arange(16.0)
-    out = node_mod.neutral_vace(cond, R, neutral, control=False, name="positive")
+    out = pack.nodes.guidance.neutral_vace(cond, R, neutral, control=False, name="positive")
     for vf, old in zip(out[0][1]["vace_frames"], before):
         assert torch.equal(vf[0, :16, :R], neutral.view(16, 1, 1, 1).expand(16, R, 4, 4))
         assert torch.equal(vf[0, 16:, :R], neutral.view(16, 1, 1, 1).expand(16, R, 4, 4))
@@ -39,18 +39,18 @@ def test_pose_condition_neutralises_only_the_reference_frames_of_every_stream():
 
 
 def test_unconditional_neutralises_references_and_control():
-    out = node_mod.neutral_vace(vace_conditioning(), R, torch.zeros(16), control=True, name="negative")
+    out = pack.nodes.guidance.neutral_vace(vace_conditioning(), R, torch.zeros(16), control=True, name="negative")
     assert out[0][1]["vace_frames"][0].abs().sum() == 0
 
 
 def test_conditioning_without_vace_frames_is_refused_naming_the_input():
     with pytest.raises(AnyCrowdError, match="negative has no VACE frames.*IILR Encode"):
-        node_mod.neutral_vace([[torch.zeros(1, 2, 3), {}]], R, torch.zeros(16), control=True, name="negative")
+        pack.nodes.guidance.neutral_vace([[torch.zeros(1, 2, 3), {}]], R, torch.zeros(16), control=True, name="negative")
 
 
 def test_a_layout_with_more_reference_frames_than_the_conditioning_is_refused():
     with pytest.raises(AnyCrowdError, match="same AnyCrowd IILR Encode"):
-        node_mod.neutral_vace(vace_conditioning(frames=3), R, torch.zeros(16), control=False, name="positive")
+        pack.nodes.guidance.neutral_vace(vace_conditioning(frames=3), R, torch.zeros(16), control=False, name="positive")
 
 
 @pytest.mark.parametrize("scale", [float("nan"), float("inf"), -1.0])
@@ -108,8 +108,8 @@ def test_guider_follows_one_to_alls_formula_through_comfyuis_batching(host):
 
     neutral = host.model.model.process_latent_out(torch.zeros(1, 16, 1, 1, 1)).flatten()
     r = host.layout.num_ref_frames
-    middle = host.nodes.node_cumulative_cfg.neutral_vace(inp.positive, r, neutral, control=False, name="positive")
-    uncond = host.nodes.node_cumulative_cfg.neutral_vace(inp.negative, r, neutral, control=True, name="negative")
+    middle = host.nodes.guidance.neutral_vace(inp.positive, r, neutral, control=False, name="positive")
+    uncond = host.nodes.guidance.neutral_vace(inp.negative, r, neutral, control=True, name="negative")
     u, p, f = alone(uncond), alone(middle), alone(inp.positive)
     assert (p - f).abs().max() > 1e-4 and (u - p).abs().max() > 1e-4  # the three conditions differ
     assert torch.allclose(guided(1.0, 1.0), f, atol=1e-5)
@@ -126,3 +126,22 @@ def test_guider_samples_like_sampler_custom_advanced(host):
     sampler = comfy.samplers.sampler_object("euler")
     out = guider.sample(inp.noise, inp.latent, sampler, sigmas, disable_pbar=True, seed=0)
     assert out.shape == inp.latent.shape and torch.isfinite(out).all()
+
+
+@requires_comfyui
+def test_anycrowd_sampler_cumulative_option_runs_the_guider(host):
+    inp = host.inp
+    base = tiny_vace_patcher(seed=0)
+    node = host.nodes.node_sampler.AnyCrowdSampler()
+
+    def run(guidance, cfg, ref_cfg):
+        return node.sample(base, inp.positive, inp.negative, {"samples": inp.latent}, host.layout, "masked", "gated",
+                           0, 2, cfg, "euler", "simple", 0.0, 1.0, guidance=guidance, ref_cfg=ref_cfg)[0]["samples"]
+
+    plain = run("cfg", 1.0, 1.5)
+    unit = run("cumulative", 1.0, 1.0)  # u + (p - u) + (f - p) = f: the plain cfg-1 result
+    assert torch.allclose(unit, plain, atol=1e-4)
+    guided = run("cumulative", 2.0, 1.5)
+    assert torch.isfinite(guided).all() and (guided - plain).abs().max() > 1e-3
+    with pytest.raises(AnyCrowdError, match="guidance 'pix2pix' is not available"):
+        run("pix2pix", 1.0, 1.0)
