@@ -239,20 +239,28 @@ def sample(
         check_interrupted()
         preview(step, x0[:, :, preview_from:], x, total_steps)
 
-    if guider is not None:  # KSampler's schedule and sampler, with this guider instead of plain CFG
-        samplers = require_comfy("comfy.samplers", "AnyCrowd Sampler")
-        mm = require_comfy("comfy.model_management", "AnyCrowd Sampler")
-        sigmas = samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
-                                   scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
-        out = guider.sample(noise, latent_image, samplers.sampler_object(sampler_name), sigmas,
-                            denoise_mask=latent.get("noise_mask"), callback=callback,
-                            disable_pbar=not utils.PROGRESS_BAR_ENABLED, seed=seed)
-        return out.to(mm.intermediate_device())
+    if guider is not None:
+        return sample_with_guider(model, guider, noise, latent_image, steps=steps, sampler_name=sampler_name,
+                                  scheduler=scheduler, denoise=denoise, noise_mask=latent.get("noise_mask"),
+                                  callback=callback, disable_pbar=not utils.PROGRESS_BAR_ENABLED, seed=seed)
     return comfy_sample.sample(
         model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
         denoise=denoise, noise_mask=latent.get("noise_mask"), callback=callback,
         disable_pbar=not utils.PROGRESS_BAR_ENABLED, seed=seed,
     )
+
+
+def sample_with_guider(model: Any, guider, noise: Tensor, latent_image: Tensor, *, steps: int, sampler_name: str,
+                       scheduler: str, denoise: float, noise_mask, callback, disable_pbar: bool, seed: int) -> Tensor:
+    """comfy.sample.sample with `guider` in place of plain CFG: KSampler's schedule (steps,
+    scheduler, denoise) and sampler, as SamplerCustomAdvanced would run them."""
+    samplers = require_comfy("comfy.samplers", "AnyCrowd sampling")
+    mm = require_comfy("comfy.model_management", "AnyCrowd sampling")
+    sigmas = samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                               scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
+    out = guider.sample(noise, latent_image, samplers.sampler_object(sampler_name), sigmas, denoise_mask=noise_mask,
+                        callback=callback, disable_pbar=disable_pbar, seed=seed)
+    return out.to(mm.intermediate_device())
 
 
 _CUMULATIVE_GUIDER = None

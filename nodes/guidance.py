@@ -17,6 +17,25 @@ from anycrowd_core.errors import AnyCrowdError
 from .comfy_runtime import cumulative_guider
 
 GUIDANCE = ["cfg", "cumulative"]
+# optional widgets of the sampler nodes (old workflows without them keep plain cfg)
+GUIDANCE_INPUTS = {
+    "guidance": (GUIDANCE, {
+        "default": "cfg",
+        "tooltip": "cfg: plain classifier-free guidance at cfg. cumulative: One-to-All's cumulative guidance, cfg then "
+                   "scales pose guidance and ref_cfg reference guidance (three model evaluations per step; measured "
+                   "in docs/claims.md)."}),
+    "ref_cfg": ("FLOAT", {"default": 1.5, "min": 0.0, "max": 20.0, "step": 0.05,
+                          "tooltip": "cumulative only: scale of (reference + pose) over pose-only."}),
+}
+
+
+def guidance_options(guidance, ref_cfg) -> tuple[str, float]:
+    """The two widgets checked: AnyCrowdError for an unknown guidance or a bad ref_cfg."""
+    from .input_checks import finite_number
+
+    if guidance not in GUIDANCE:
+        raise AnyCrowdError(f"guidance {guidance!r} is not available: choose one of {', '.join(GUIDANCE)}.")
+    return guidance, finite_number(ref_cfg, "ref_cfg", low=0.0, fix="One-to-All uses 1.5.")
 
 
 def neutral_vace(cond: list, reference_frames: int, neutral: torch.Tensor, *, control: bool, name: str) -> list:

@@ -29,7 +29,8 @@ from anycrowd_core.long_video import (
 )
 
 from .comfy_patch import HOOK_KEY, patch_model
-from .comfy_runtime import check_interrupted, conditioning_set_values, progress_bar, require_comfy
+from .comfy_runtime import check_interrupted, conditioning_set_values, progress_bar, require_comfy, sample_with_guider
+from .guidance import cumulative_guidance
 from .node_face_control import comfy_vace_values
 
 STRATEGIES = ("token_replace", "sliding_window")
@@ -71,6 +72,8 @@ class SamplingOptions:
     attention_mode: str = "masked"
     agf_mode: str = "gated"
     gates: object = None
+    guidance: str = "cfg"  # or "cumulative": cfg scales pose guidance, ref_cfg reference guidance
+    ref_cfg: float = 1.5
 
 
 @dataclass
@@ -162,8 +165,9 @@ class _Progress:
 def sample_latent(model, latent: Tensor, noise_mask: Tensor | None, options: SamplingOptions, positive, negative,
                   seed: int, progress: _Progress, on_step: Callable | None = None, preview_from: int = 0) -> Tensor:
     """comfy.sample.sample with the same noise as KSampler for `seed`, previews (from latent
-    frame `preview_from`: past the reference frames) on the one progress bar, Cancel checked
-    after every step, and an optional on_step(step, x0, x)."""
+    frame `preview_from`: past the reference frames, which cumulative guidance also takes as
+    the reference frame count) on the one progress bar, Cancel checked after every step, and
+    an optional on_step(step, x0, x)."""
     what = "AnyCrowd Long Video Sampler"
     comfy_sample = require_comfy("comfy.sample", what)
     latent_preview = require_comfy("latent_preview", what)
@@ -180,6 +184,12 @@ def sample_latent(model, latent: Tensor, noise_mask: Tensor | None, options: Sam
         preview = previewer.decode_latent_to_preview_image("JPEG", x0[:, :, preview_from:]) if previewer else None
         progress.step(preview)
 
+    if options.guidance == "cumulative":
+        guider = cumulative_guidance(model, positive, negative, preview_from, options.cfg, options.ref_cfg)
+        return sample_with_guider(model, guider, noise, latent_image, steps=options.steps,
+                                  sampler_name=options.sampler_name, scheduler=options.scheduler, denoise=1.0,
+                                  noise_mask=noise_mask, callback=callback,
+                                  disable_pbar=not utils.PROGRESS_BAR_ENABLED, seed=seed)
     return comfy_sample.sample(
         model, noise, options.steps, options.cfg, options.sampler_name, options.scheduler, positive, negative,
         latent_image, denoise=1.0, noise_mask=noise_mask, callback=callback,

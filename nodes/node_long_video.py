@@ -26,6 +26,7 @@ from .input_checks import (
 from .node_decoupler import DecoupledReference
 from .node_iilr_encode import MAX_RESOLUTION, AnyCrowdIILREncode, fit_instances
 from .node_tsda_patch import AGF_CHOICES, ATTENTION_MODES
+from .guidance import GUIDANCE_INPUTS, guidance_options
 from .node_sampler import GATES_INPUT, sampler_options, sampling_inputs
 from .node_types import INSTANCES, TRACKS
 
@@ -70,6 +71,7 @@ class AnyCrowdLongVideoSampler:
                 "face_strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": "VACE strength of the face stream."}),
                 "gates": GATES_INPUT,
                 "background_reference": ("BOOLEAN", {"default": True, "tooltip": "Add the character-free background as its own reference frame (AnyCrowd default)."}),
+                **GUIDANCE_INPUTS,
             },
         }
 
@@ -94,7 +96,7 @@ class AnyCrowdLongVideoSampler:
     def generate(self, model, vae, positive, negative, instances, control_video, width, height, strength, boxes,
                  binding, attention_mode, agf_mode, seed, steps, cfg, sampler_name, scheduler, shift, strategy,
                  segment_frames, overlap_frames, tracks=None, face_video=None, face_strength=0.5, gates=None,
-                 background_reference=True):
+                 background_reference=True, guidance="cfg", ref_cfg=1.5):
         # every check that can fail runs before the first segment is sampled
         check_wan_vace(model)
         width, height = whole_number(width, "width"), whole_number(height, "height")
@@ -108,6 +110,7 @@ class AnyCrowdLongVideoSampler:
         control_video = image_batch(control_video, "control_video", fix="Connect the full-length pose video.")
         positive, negative = conditioning(positive, "positive"), conditioning(negative, "negative")
         sampling = sampler_options(seed, steps, cfg, shift)
+        guidance, ref_cfg = guidance_options(guidance, ref_cfg)
         strength = finite_number(strength, "strength", low=0.0, fix="Use e.g. 1.0 (as in WanVaceToVideo).")
         face_strength = finite_number(face_strength, "face_strength", low=0.0, fix="Use e.g. 0.5.")
         segment_frames = whole_number(segment_frames, "segment_frames")
@@ -124,7 +127,7 @@ class AnyCrowdLongVideoSampler:
         inputs = resolve_inputs(instances, control_video, width, height, boxes, binding, tracks, face_video,
                                 strength, face_strength, bool(background_reference))
         options = SamplingOptions(sampling["seed"], sampling["steps"], sampling["cfg"], sampler_name, scheduler,
-                                  attention_mode, agf_mode, gates)
+                                  attention_mode, agf_mode, gates, guidance, ref_cfg)
         if sampling["shift"] > 0:
             model = apply_shift(model, sampling["shift"])
         run = run_token_replace if strategy == "token_replace" else run_sliding_window

@@ -10,7 +10,7 @@ from anycrowd_core.layout import TokenLayout
 
 from .comfy_patch import check_latent_matches_layout, check_wan_vace, patch_model
 from .comfy_runtime import WAN21_DEFAULT_SHIFT, apply_shift, sample, sampler_names
-from .guidance import GUIDANCE, cumulative_guidance
+from .guidance import GUIDANCE_INPUTS, cumulative_guidance, guidance_options
 from .input_checks import conditioning, finite_number, latent_samples, seed_value, whole_number
 from .node_tsda_patch import AGF_CHOICES, ATTENTION_MODES
 from .node_types import GATES, LAYOUT
@@ -77,13 +77,7 @@ class AnyCrowdSampler:
             },
             "optional": {
                 "gates": GATES_INPUT,
-                "guidance": (GUIDANCE, {
-                    "default": "cfg",
-                    "tooltip": "cfg: plain classifier-free guidance at cfg. cumulative: One-to-All's cumulative "
-                               "guidance, cfg then scales pose guidance and ref_cfg reference guidance (three model "
-                               "evaluations per step; measured in docs/claims.md)."}),
-                "ref_cfg": ("FLOAT", {"default": 1.5, "min": 0.0, "max": 20.0, "step": 0.05,
-                                      "tooltip": "cumulative only: scale of (reference + pose) over pose-only."}),
+                **GUIDANCE_INPUTS,
             },
         }
 
@@ -112,9 +106,7 @@ class AnyCrowdSampler:
         positive, negative = conditioning(positive, "positive"), conditioning(negative, "negative")
         options = sampler_options(seed, steps, cfg, shift)
         denoise = finite_number(denoise, "denoise", low=0.0, high=1.0, fix="Use 1.0 to generate from noise.")
-        if guidance not in GUIDANCE:
-            raise AnyCrowdError(f"guidance {guidance!r} is not available: choose one of {', '.join(GUIDANCE)}.")
-        ref_cfg = finite_number(ref_cfg, "ref_cfg", low=0.0, fix="One-to-All uses 1.5.")
+        guidance, ref_cfg = guidance_options(guidance, ref_cfg)
         patched = patch_model(model, layout, mode=attention_mode, agf=agf_mode, gates=gates)
         if options["shift"] > 0:
             patched = apply_shift(patched, options["shift"])

@@ -301,3 +301,19 @@ def test_long_video_api_prompt_validates_in_comfyui(pack, tmp_path):
             paths = folder_paths.folder_names_and_paths[folder][0]
             if d in paths:
                 paths.remove(d)
+
+
+@pytest.mark.parametrize("strategy", ["token_replace", "sliding_window"])
+def test_cumulative_guidance_option_runs_in_both_strategies(pack, model, scene, instances, strategy):
+    """guidance = cumulative: unit scales give the cfg-1 result (u + (p - u) + (f - p) = f),
+    other scales a different finite video."""
+    node = pack.nodes.node_long_video.AnyCrowdLongVideoSampler()
+
+    def run(**kw):
+        return node.generate(model, **long_kwargs(scene, instances, 13, strategy=strategy, **kw))[0]
+
+    plain = run(cfg=1.0)
+    unit = run(cfg=1.0, guidance="cumulative", ref_cfg=1.0)
+    assert torch.allclose(unit, plain, atol=2e-3), float((unit - plain).abs().max())
+    guided = run(cfg=2.0, guidance="cumulative", ref_cfg=1.5)
+    assert torch.isfinite(guided).all() and (guided - plain).abs().max() > 1e-3

@@ -22,7 +22,7 @@ pack = load_pack()
 nodes = pack.nodes
 # Every class key the issues name (workflows and other packs rely on them), in registration order.
 KEYS = (
-    "AnyCrowdInstanceDecoupler", "AnyCrowdIILREncode", "AnyCrowdTSDAPatch", "AnyCrowdSampler",
+    "AnyCrowdInstanceDecoupler", "AnyCrowdIILREncode", "AnyCrowdTSDAPatch", "AnyCrowdSampler", "AnyCrowdCumulativeCFG",
     "AnyCrowdPoseExtractor", "AnyCrowdPoseFromKeypoints", "AnyCrowdMasksFromPoses",
     "AnyCrowdFaceControl", "AnyCrowdLongVideoSampler", "AnyCrowdLoadAdapter", "AnyCrowdMiniLoader",
 )

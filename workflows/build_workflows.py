@@ -196,7 +196,7 @@ LONG_GRAPH = {
           ("attention_mode", "masked"), ("agf_mode", "gated"), ("seed", 42), (CONTROL, "fixed"), ("steps", 20),
           ("cfg", 6.0), ("sampler_name", "uni_pc"), ("scheduler", "simple"), ("shift", 8.0),
           ("strategy", "token_replace"), ("segment_frames", 81), ("overlap_frames", 5), ("face_strength", 0.5),
-          ("background_reference", True)], None),
+          ("background_reference", True), ("guidance", "cfg"), ("ref_cfg", 1.5)], None),
     22: ("CreateVideo", (2100, 60), (270, 78), {"images": (21, 0)}, [("fps", 16.0)], "Create Video (Wan: 16 fps)"),
     23: ("SaveVideo", (2100, 190), (420, 420), {"video": (22, 0)}, [("filename_prefix", "video/AnyCrowd_long"), ("format", "auto"), ("codec", "auto")], None),
 }
