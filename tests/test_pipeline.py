@@ -206,3 +206,14 @@ def test_cumulative_guidance_batched_equals_separate_calls_and_unit_scales_give_
     plain = SamplingSettings(steps=2, cfg=1.0)
     assert torch.allclose(animate(model, codec, inputs, positive, negative, unit).latents,
                           animate(model, codec, inputs, positive, negative, plain).latents, atol=1e-5)
+
+
+def test_guidance_step_benchmark_prints_all_three_variants(capsys):
+    import json
+
+    from anycrowd_core.bench import guidance
+
+    assert guidance.main(["--size", "mini", "--steps", "2", "--repeats", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["seconds_per_step"]) == set(guidance.VARIANTS)
+    assert result["ratio_to_plain_cfg"]["plain cfg"] == 1.0
