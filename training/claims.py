@@ -128,6 +128,95 @@ def guidance_grid(out: Path, scenes: int) -> None:
         target.write_text(json.dumps(results, indent=1))
 
 
+def _mean_spread(values: list[float]) -> str:
+    import statistics
+
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _losses(folder: Path, tag: str) -> list[tuple[int, float]]:
+    from .loss_curve import read_scalars
+
+    return read_scalars(folder, tag) if (folder / "tensorboard").is_dir() else []
+
+
+def _mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[int, float]]:
+    """Mean over runs at the steps every run logged."""
+    if not curves:
+        return []
+    common = sorted(set.intersection(*[{s for s, _ in c} for c in curves]))
+    maps = [dict(c) for c in curves]
+    return [(s, sum(m[s] for m in maps) / len(maps)) for s in common]
+
+
+def report(out: Path, arms: list[str], seeds: list[int], figures: Path | None) -> str:
+    """Markdown tables: per arm, binding accuracy (tsda, cross) per character count and the
+    final validation loss, mean ± standard deviation over the seeds; the guidance grid."""
+    lines = ["| arm | runs | " + " | ".join(f"binding, {c} chars" for c in COUNTS) + " | bleeding (2-4) | "
+             "silhouette IoU (2-4) | final val loss | train loss, last 50 steps |",
+             "| --- | --- | " + " | ".join("---" for _ in COUNTS) + " | --- | --- | --- | --- |"]
+    curves = {}
+    for arm in arms:
+        per_count = {c: [] for c in COUNTS}
+        bleed, iou, val, tail, runs = [], [], [], [], 0
+        arm_curves = []
+        for seed in seeds:
+            folder = run_dir(out, arm, seed)
+            if not (folder / "eval.json").is_file():
+                continue
+            runs += 1
+            rows = json.loads((folder / "eval.json").read_text())["rows"]
+            for r in rows:
+                per_count[r["characters"]].append(r["binding_accuracy"])
+            small = [r for r in rows if r["characters"] <= 4]
+            bleed.append(sum(r["bleeding"] for r in small) / len(small))
+            iou.append(sum(r["silhouette_iou"] for r in small) / len(small))
+            v = _losses(folder, "val/loss")
+            if v:
+                val.append(v[-1][1])
+            t = _losses(folder, "train/loss")
+            if t:
+                tail.append(sum(x for _, x in t[-5:]) / len(t[-5:]))
+                arm_curves.append(t)
+        curves[arm] = _mean_curve(arm_curves)
+        lines.append(f"| {arm} | {runs} | " + " | ".join(_mean_spread(per_count[c]) for c in COUNTS)
+                     + f" | {_mean_spread(bleed)} | {_mean_spread(iou)} | {_mean_spread(val)} | {_mean_spread(tail)} |")
+    text = "\n".join(lines)
+    guidance_file = out / "guidance.json"
+    if guidance_file.is_file():
+        grid = json.loads(guidance_file.read_text())
+        rows = ["| guidance | mode | binding, 2 / 3 / 4 chars | bleeding | silhouette IoU | background PSNR |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        for key, result in grid.items():
+            for mode in ("tsda", "masked+align"):
+                mine = [r for r in result["rows"] if r["mode"] == mode]
+                if not mine:
+                    continue
+                acc = " / ".join(f"{r['binding_accuracy']:.3f}" for r in mine)
+                mean = {k: sum(r[k] for r in mine) / len(mine) for k in ("bleeding", "silhouette_iou", "background_psnr")}
+                rows.append(f"| {key} | {mode} | {acc} | {mean['bleeding']:.3f} | {mean['silhouette_iou']:.3f} | "
+                            f"{mean['background_psnr']:.1f} dB |")
+        text += "\n\n" + "\n".join(rows)
+    if figures is not None:
+        import numpy as np
+
+        from anycrowd_core.video_io import write_png
+
+        from .loss_curve import draw_overlay
+
+        warm = {a: curves[a] for a in ("no_warmup", "low_warmup", "high_warmup") if curves.get(a)}
+        other = {a: curves[a] for a in ("no_warmup", "shifted_rope", "no_reassign") if curves.get(a)}
+        panels = [draw_overlay("training loss, mean over seeds: warmup", warm, window=5),
+                  draw_overlay("training loss, mean over seeds: shifted RoPE, reassignment", other, window=5)]
+        write_png(np.concatenate(panels, axis=1), figures)
+        text += f"\n\n(figure: {figures})"
+    return text
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.claims", description=__doc__.split("\n\n")[0])
     p.add_argument("stage", choices=["train", "evaluate", "guidance", "report"])
@@ -136,6 +225,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--steps", type=int, default=500, help="training budget of every run")
     p.add_argument("--scenes", type=int, default=10, help="held-out scenes per character count (evaluate, guidance)")
+    p.add_argument("--figure", default=None, help="report: write the loss curves to this PNG")
     args = p.parse_args(argv)
     try:
         if args.steps < 10:
@@ -147,6 +237,8 @@ def main(argv=None) -> int:
             evaluate(out, args.arms, args.seeds, args.scenes)
         elif args.stage == "guidance":
             guidance_grid(out, args.scenes)
+        else:
+            print(report(out, args.arms, args.seeds, Path(args.figure) if args.figure else None))
     except AnyCrowdError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -76,6 +76,51 @@ def draw_panel(title: str, train: list, val: list, size=(360, 560)) -> np.ndarra
     return img
 
 
+COLOURS = [(30, 90, 200), (220, 100, 20), (40, 160, 60), (170, 40, 170), (120, 120, 120), (200, 40, 40)]
+
+
+def draw_overlay(title: str, series: dict[str, list[tuple[int, float]]], size=(380, 620), window: int = 9) -> np.ndarray:
+    """Several smoothed curves (name -> (step, value) pairs) on one log-scale panel, with a
+    legend: e.g. the mean training loss of each arm of an experiment."""
+    h, w = size
+    img = np.full((h, w, 3), 255, np.uint8)
+    left, right, top, bottom = 60, 15, 30, 40
+    points = [v for vals in series.values() for _, v in vals if v > 0]
+    if not points:
+        cv2.putText(img, f"{title}: no data", (10, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        return img
+    lo, hi = math.log10(min(points)), math.log10(max(points))
+    hi = hi if hi > lo else lo + 1
+    steps = [s for vals in series.values() for s, _ in vals]
+    s0, s1 = min(steps), max(max(steps), min(steps) + 1)
+
+    def xy(step, value):
+        x = left + (step - s0) / (s1 - s0) * (w - left - right)
+        y = top + (hi - math.log10(max(value, 1e-12))) / (hi - lo) * (h - top - bottom)
+        return int(round(x)), int(round(y))
+
+    cv2.rectangle(img, (left, top), (w - right, h - bottom), (0, 0, 0), 1)
+    for k in range(int(math.floor(lo)), int(math.ceil(hi)) + 1):
+        for m in (1, 2, 3, 5, 7):
+            v = m * 10.0**k
+            if lo <= math.log10(v) <= hi:
+                _, y = xy(s0, v)
+                cv2.line(img, (left, y), (w - right, y), (225, 225, 225), 1)
+                cv2.putText(img, f"{v:g}", (4, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, (name, vals) in enumerate(series.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        if vals:
+            st = np.array([s for s, _ in vals])
+            sv = _smooth(np.array([v for _, v in vals]), window)
+            cv2.polylines(img, [np.array([xy(s, v) for s, v in zip(st, sv)], np.int32)], False, colour, 2, cv2.LINE_AA)
+        cv2.putText(img, name, (w - right - 150, top + 18 + 16 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1,
+                    cv2.LINE_AA)
+    cv2.putText(img, title, (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, f"step {s0}..{s1} (smoothed, log scale)", (left, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
+                (0, 0, 0), 1, cv2.LINE_AA)
+    return img
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.loss_curve", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="output.dir of each run")
