@@ -241,6 +241,16 @@ def test_low_noise_warmup_favours_small_sigmas_then_becomes_uniform():
     assert abs(float(late.mean()) - 0.5) < 0.01
 
 
+def test_a_negative_warmup_alpha_mirrors_it_into_a_high_noise_warmup():
+    gen = torch.Generator().manual_seed(0)
+    early = sample_sigmas(20000, gen, step=0, warmup_steps=100, warmup_alpha=-1.0)
+    u = torch.linspace(0, 1, 11, dtype=torch.float64)
+    assert torch.allclose(warmup_quantile(u + -2 / 2 * (u - u * u), -2.0), u, atol=1e-12)
+    assert abs(float(early.mean()) - 2 / 3) < 0.01  # density 2u has mean 2/3
+    with pytest.raises(AnyCrowdError, match="warmup_alpha"):
+        load_config(None, ["timesteps.warmup_alpha=-1.5"], check_files=False)
+
+
 def test_shifted_and_logit_normal_distributions():
     gen = torch.Generator().manual_seed(0)
     shifted = sample_sigmas(20000, gen, distribution="shifted", shift=3.0)
