@@ -243,3 +243,41 @@ def test_api_prompt_through_comfyuis_validation_and_executor(tmp_path, pack, fol
         paths = folder_paths.folder_names_and_paths["diffusion_models"][0]
         if str(models) in paths:
             paths.remove(str(models))
+
+
+def test_a_lora_trained_with_shifted_rope_is_applied_with_it_and_equals_the_core(comfy, node_mods, base, layout,
+                                                                                  folders, tmp_path):
+    """Load Adapter reads shifted_rope from the LoRA's metadata; the TSDA Patch then gives the
+    reference frames the trainer's positions: ComfyUI's output equals the core model with the
+    LoRA merged, sampled at those positions (and differs from it at the plain positions)."""
+    import folder_paths
+    from safetensors.torch import load_file
+    from tiny_wan import tiny_inputs
+
+    from anycrowd_core.attention import AnyCrowdAttention
+    from anycrowd_core.wan import load_wan_vace, shifted_reference_positions
+    from anycrowd_core.wan.lora_merge import merge_lora
+    from comfy_host import tiny_vace_state_dict
+
+    cfg = tiny_vace_config()
+    loras = folder_paths.folder_names_and_paths["loras"][0][0]
+    path = save_lora(f"{loras}/rope_lora.safetensors", adapter_weights(cfg, seed=3), cfg, rank=4, alpha=2.0,
+                     config_hash="r", extra={**EXTRA, "shifted_rope": "true"})
+    model, _, info = node_mods["node_load_adapter"].AnyCrowdLoadAdapter().load(base, "rope_lora.safetensors", "None", 1.0)
+    assert "shifted RoPE" in info and node_mods["comfy_patch"].adapter_shifted_rope(model)
+    patched = node_mods["node_tsda_patch"].AnyCrowdTSDAPatch().patch(model, layout, "masked", "gated", "both")[0]
+    comfy.model_management.load_models_gpu([patched])
+    frames = layout.num_ref_frames + layout.video_frames
+    h, w = layout.grid
+    inputs = tiny_inputs(cfg, frames=frames, height=2 * h, width=2 * w, seed=5)
+    core = merge_lora(load_wan_vace(tiny_vace_state_dict(seed=0), dtype=torch.float32, num_heads=cfg.num_heads),
+                      load_file(str(path)))
+    with torch.no_grad():
+        theirs = patched.model.diffusion_model(
+            inputs["x"], inputs["t"], inputs["context"], vace_context=inputs["vace_context"][:, None],
+            vace_strength=[1.0], transformer_options=patched.model_options["transformer_options"])
+        shifted = core(**inputs, attention=AnyCrowdAttention(layout, "masked"),
+                       rope_positions=shifted_reference_positions(layout.num_ref_frames, frames, h, w))
+        plain = core(**inputs, attention=AnyCrowdAttention(layout, "masked"))
+    assert torch.allclose(theirs, shifted, atol=1e-4), float((theirs - shifted).abs().max())
+    assert (theirs - plain).abs().max() > 1e-3
