@@ -9,7 +9,9 @@ trained for the same budget with the same seeds:
   "low noise first" against "any skew first";
 - `shifted_rope`: RealisDance-DiT's shifted RoPE for the reference frames;
 - `no_reassign`: no stochastic reassignment (every reference in the scene's own
-  arrangement), AnyCrowd's training-layout claim.
+  arrangement), AnyCrowd's training-layout claim;
+- `ref_dropout`: 20 % of samples with neutral references, so the model knows the "pose
+  only" condition that cumulative guidance evaluates (the recipe has no reference dropout).
 
 `train` runs what is missing (a finished run is skipped, so the queue resumes), `evaluate`
 scores each run with the binding benchmark, `guidance` measures cumulative guidance against
@@ -34,6 +36,7 @@ ARMS = {
     "high_warmup": ["timesteps.warmup_alpha=-1.0"],
     "shifted_rope": ["model.shifted_rope=true"],
     "no_reassign": ["data.scenes.cross_driven=0.0"],
+    "ref_dropout": ["conditioning.reference_dropout=0.2"],
 }
 RECIPE = Path(__file__).resolve().parent / "configs" / "mini_anycrowd.yaml"
 
@@ -55,12 +58,28 @@ def train_overrides(arm: str, seed: int, steps: int, folder: Path) -> list[str]:
     ]
 
 
+def _claim(folder: Path, marker: str = ".claimed") -> bool:
+    """Atomically mark `folder` as taken by this worker (several `train` or `evaluate`
+    workers may share one --out, each with its own thread); False if another holds it."""
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(folder / marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
 def train(out: Path, arms: list[str], seeds: list[int], steps: int) -> None:
     for seed in seeds:  # seeds outermost: every arm gets a first seed before any gets a third
         for arm in arms:
             folder = run_dir(out, arm, seed)
             if (folder / "result.json").is_file():
                 print(f"{folder.name}: done, skipped", flush=True)
+                continue
+            if not _claim(folder):
+                print(f"{folder.name}: being trained by another worker, skipped", flush=True)
                 continue
             started = time.perf_counter()
             print(f"{folder.name}: training {steps} steps ...", flush=True)
@@ -100,6 +119,8 @@ def evaluate(out: Path, arms: list[str], seeds: list[int], scenes: int) -> None:
             folder = run_dir(out, arm, seed)
             if not (folder / "result.json").is_file() or (folder / "eval.json").is_file():
                 continue
+            if not _claim(folder, ".evaluating"):
+                continue
             print(f"{folder.name}: evaluating ...", flush=True)
             with torch.no_grad():
                 result = run_benchmark(COUNTS, scenes, ["cross"], ["tsda"], weights=str(weights_folder(folder)),
@@ -107,23 +128,31 @@ def evaluate(out: Path, arms: list[str], seeds: list[int], scenes: int) -> None:
             (folder / "eval.json").write_text(json.dumps(result, indent=1))
 
 
-def guidance_grid(out: Path, scenes: int) -> None:
-    """The shipped miniature under plain sampling and cumulative guidance over a grid of
-    scales -> <out>/guidance.json (tsda on the AnyCrowd model, masked+align on the base)."""
+def guidance_grid(out: Path, scenes: int, run: str | None = None) -> None:
+    """The miniature under plain sampling and cumulative guidance over a grid of scales ->
+    <out>/guidance.json (the shipped miniature: tsda on the AnyCrowd model, masked+align on
+    the base) or <out>/<run>/guidance.json (a run's adapter, tsda, a smaller grid)."""
     import torch
 
     from anycrowd_core.bench.binding import Guidance, run_benchmark
 
-    target = out / "guidance.json"
+    if run is None:
+        target, weights, modes = out / "guidance.json", None, ["tsda", "masked+align"]
+        grid = [Guidance()] + [Guidance("cumulative", p, r) for p in SCALES for r in SCALES]
+    else:
+        folder = out / run
+        if not (folder / "result.json").is_file():
+            raise AnyCrowdError(f"{folder} is not a finished run: train it first.")
+        target, weights, modes = folder / "guidance.json", str(weights_folder(folder)), ["tsda"]
+        grid = [Guidance()] + [Guidance("cumulative", p, r) for p, r in ((1.0, 1.5), (1.5, 1.0), (1.5, 1.5), (1.0, 2.0))]
     results = json.loads(target.read_text()) if target.is_file() else {}
-    grid = [Guidance()] + [Guidance("cumulative", p, r) for p in SCALES for r in SCALES]
     for g in grid:
         key = g.kind if g.kind == "cfg" else f"cumulative p{g.pose_scale:g} r{g.ref_scale:g}"
         if key in results:
             continue
         print(f"guidance {key} ...", flush=True)
         with torch.no_grad():
-            results[key] = run_benchmark([2, 3, 4], scenes, ["cross"], ["tsda", "masked+align"], guidance=g,
+            results[key] = run_benchmark([2, 3, 4], scenes, ["cross"], modes, guidance=g, weights=weights,
                                          log=lambda *_: None)
         target.write_text(json.dumps(results, indent=1))
 
@@ -186,10 +215,11 @@ def report(out: Path, arms: list[str], seeds: list[int], figures: Path | None) -
         lines.append(f"| {arm} | {runs} | " + " | ".join(_mean_spread(per_count[c]) for c in COUNTS)
                      + f" | {_mean_spread(bleed)} | {_mean_spread(iou)} | {_mean_spread(val)} | {_mean_spread(tail)} |")
     text = "\n".join(lines)
-    guidance_file = out / "guidance.json"
-    if guidance_file.is_file():
+    for guidance_file in [out / "guidance.json"] + sorted(out.glob("*/guidance.json")):
         grid = json.loads(guidance_file.read_text())
-        rows = ["| guidance | mode | binding, 2 / 3 / 4 chars | bleeding | silhouette IoU | background PSNR |",
+        source = "shipped miniature" if guidance_file.parent == out else guidance_file.parent.name
+        rows = [f"guidance on the {source}:", "",
+                "| guidance | mode | binding, 2 / 3 / 4 chars | bleeding | silhouette IoU | background PSNR |",
                 "| --- | --- | --- | --- | --- | --- |"]
         for key, result in grid.items():
             for mode in ("tsda", "masked+align"):
@@ -226,6 +256,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=500, help="training budget of every run")
     p.add_argument("--scenes", type=int, default=10, help="held-out scenes per character count (evaluate, guidance)")
     p.add_argument("--figure", default=None, help="report: write the loss curves to this PNG")
+    p.add_argument("--run", default=None, help="guidance: measure this run's adapter (e.g. ref_dropout-s1)")
     args = p.parse_args(argv)
     try:
         if args.steps < 10:
@@ -236,7 +267,7 @@ def main(argv=None) -> int:
         elif args.stage == "evaluate":
             evaluate(out, args.arms, args.seeds, args.scenes)
         elif args.stage == "guidance":
-            guidance_grid(out, args.scenes)
+            guidance_grid(out, args.scenes, args.run)
         else:
             print(report(out, args.arms, args.seeds, Path(args.figure) if args.figure else None))
     except AnyCrowdError as e:
