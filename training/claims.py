@@ -188,11 +188,11 @@ def report(out: Path, arms: list[str], seeds: list[int], figures: Path | None) -
     lines = ["| arm | runs | " + " | ".join(f"binding, {c} chars" for c in COUNTS) + " | bleeding (2-4) | "
              "silhouette IoU (2-4) | final val loss | train loss, last 50 steps |",
              "| --- | --- | " + " | ".join("---" for _ in COUNTS) + " | --- | --- | --- | --- |"]
-    curves = {}
+    curves, val_curves = {}, {}
     for arm in arms:
         per_count = {c: [] for c in COUNTS}
         bleed, iou, val, tail, runs = [], [], [], [], 0
-        arm_curves = []
+        arm_curves, arm_val = [], []
         for seed in seeds:
             folder = run_dir(out, arm, seed)
             if not (folder / "eval.json").is_file():
@@ -207,11 +207,12 @@ def report(out: Path, arms: list[str], seeds: list[int], figures: Path | None) -
             v = _losses(folder, "val/loss")
             if v:
                 val.append(v[-1][1])
+                arm_val.append(v)
             t = _losses(folder, "train/loss")
             if t:
                 tail.append(sum(x for _, x in t[-5:]) / len(t[-5:]))
                 arm_curves.append(t)
-        curves[arm] = _mean_curve(arm_curves)
+        curves[arm], val_curves[arm] = _mean_curve(arm_curves), _mean_curve(arm_val)
         lines.append(f"| {arm} | {runs} | " + " | ".join(_mean_spread(per_count[c]) for c in COUNTS)
                      + f" | {_mean_spread(bleed)} | {_mean_spread(iou)} | {_mean_spread(val)} | {_mean_spread(tail)} |")
     text = "\n".join(lines)
@@ -238,11 +239,16 @@ def report(out: Path, arms: list[str], seeds: list[int], figures: Path | None) -
 
         from .loss_curve import draw_overlay
 
-        warm = {a: curves[a] for a in ("no_warmup", "low_warmup", "high_warmup") if curves.get(a)}
-        other = {a: curves[a] for a in ("no_warmup", "shifted_rope", "no_reassign") if curves.get(a)}
-        panels = [draw_overlay("training loss, mean over seeds: warmup", warm, window=5),
-                  draw_overlay("training loss, mean over seeds: shifted RoPE, reassignment", other, window=5)]
-        write_png(np.concatenate(panels, axis=1), figures)
+        groups = {"warmup": ("no_warmup", "low_warmup", "high_warmup"),
+                  "shifted RoPE, reassignment, ref. dropout": ("no_warmup", "shifted_rope", "no_reassign", "ref_dropout")}
+        rows = []
+        for what, source, window in (("training loss (own sigma draws)", curves, 5),
+                                     ("validation loss (fixed sigmas)", val_curves, 1)):
+            rows.append(np.concatenate([
+                draw_overlay(f"{what}, mean over seeds: {name}", {a: source[a] for a in group if source.get(a)},
+                             window=window)
+                for name, group in groups.items()], axis=1))
+        write_png(np.concatenate(rows, axis=0), figures)
         text += f"\n\n(figure: {figures})"
     return text
 

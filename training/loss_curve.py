@@ -37,87 +37,79 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(np.pad(values, (window // 2, window - 1 - window // 2), mode="edge"), kernel, mode="valid")
 
 
-def draw_panel(title: str, train: list, val: list, size=(360, 560)) -> np.ndarray:
-    """One panel: smoothed training loss (blue), validation loss (orange dots), log scale."""
-    h, w = size
-    img = np.full((h, w, 3), 255, np.uint8)
-    left, right, top, bottom = 60, 15, 30, 40
-    points = [v for _, v in train + val if v > 0]
+COLOURS = [(30, 90, 200), (220, 100, 20), (40, 160, 60), (170, 40, 170), (120, 120, 120), (200, 40, 40)]
+_LEFT, _RIGHT, _TOP, _BOTTOM = 60, 15, 30, 40
+
+
+def _log_axes(img: np.ndarray, title: str, steps: list[int], values: list[float], ticks=(1, 2, 5)):
+    """Frame, title and log-scale grid for `values` over `steps` on `img`; returns the
+    (step, value) -> pixel mapping, or None (after writing "no data") when nothing is positive."""
+    h, w = img.shape[:2]
+    points = [v for v in values if v > 0]
     if not points:
         cv2.putText(img, f"{title}: no data", (10, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        return img
+        return None
     lo, hi = math.log10(min(points)), math.log10(max(points))
     hi = hi if hi > lo else lo + 1
-    steps = [s for s, _ in train + val]
     s0, s1 = min(steps), max(max(steps), min(steps) + 1)
 
     def xy(step, value):
-        x = left + (step - s0) / (s1 - s0) * (w - left - right)
-        y = top + (hi - math.log10(max(value, 1e-12))) / (hi - lo) * (h - top - bottom)
+        x = _LEFT + (step - s0) / (s1 - s0) * (w - _LEFT - _RIGHT)
+        y = _TOP + (hi - math.log10(max(value, 1e-12))) / (hi - lo) * (h - _TOP - _BOTTOM)
         return int(round(x)), int(round(y))
 
-    cv2.rectangle(img, (left, top), (w - right, h - bottom), (0, 0, 0), 1)
+    cv2.rectangle(img, (_LEFT, _TOP), (w - _RIGHT, h - _BOTTOM), (0, 0, 0), 1)
     for k in range(int(math.floor(lo)), int(math.ceil(hi)) + 1):
-        for m in (1, 2, 5):
+        for m in ticks:
             v = m * 10.0**k
             if lo <= math.log10(v) <= hi:
                 _, y = xy(s0, v)
-                cv2.line(img, (left, y), (w - right, y), (225, 225, 225), 1)
+                cv2.line(img, (_LEFT, y), (w - _RIGHT, y), (225, 225, 225), 1)
                 cv2.putText(img, f"{v:g}", (4, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
-    if train:
-        st = np.array([s for s, _ in train])
-        sv = _smooth(np.array([v for _, v in train]), 9)
-        cv2.polylines(img, [np.array([xy(s, v) for s, v in zip(st, sv)], np.int32)], False, (30, 90, 200), 2, cv2.LINE_AA)
+    cv2.putText(img, title, (_LEFT, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return xy
+
+
+def _curve(img, xy, values: list[tuple[int, float]], colour, window: int) -> None:
+    if values:
+        sv = _smooth(np.array([v for _, v in values]), window)
+        pts = np.array([xy(s, v) for (s, _), v in zip(values, sv)], np.int32)
+        cv2.polylines(img, [pts], False, colour, 2, cv2.LINE_AA)
+
+
+def _footer(img, text: str) -> None:
+    cv2.putText(img, text, (_LEFT, img.shape[0] - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+
+
+def draw_panel(title: str, train: list, val: list, size=(360, 560)) -> np.ndarray:
+    """One panel: smoothed training loss (blue), validation loss (orange dots), log scale."""
+    img = np.full((*size, 3), 255, np.uint8)
+    xy = _log_axes(img, title, [s for s, _ in train + val], [v for _, v in train + val])
+    if xy is None:
+        return img
+    _curve(img, xy, train, COLOURS[0], 9)
     for s, v in val:
         cv2.circle(img, xy(s, v), 4, (255, 120, 0), -1, cv2.LINE_AA)
-    cv2.putText(img, title, (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, f"step {s0}..{s1}   blue: train loss (smoothed)   orange: validation", (left, h - 12),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    steps = [s for s, _ in train + val]
+    _footer(img, f"step {min(steps)}..{max(steps)}   blue: train loss (smoothed)   orange: validation")
     return img
-
-
-COLOURS = [(30, 90, 200), (220, 100, 20), (40, 160, 60), (170, 40, 170), (120, 120, 120), (200, 40, 40)]
 
 
 def draw_overlay(title: str, series: dict[str, list[tuple[int, float]]], size=(380, 620), window: int = 9) -> np.ndarray:
     """Several smoothed curves (name -> (step, value) pairs) on one log-scale panel, with a
     legend: e.g. the mean training loss of each arm of an experiment."""
-    h, w = size
-    img = np.full((h, w, 3), 255, np.uint8)
-    left, right, top, bottom = 60, 15, 30, 40
-    points = [v for vals in series.values() for _, v in vals if v > 0]
-    if not points:
-        cv2.putText(img, f"{title}: no data", (10, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    img = np.full((*size, 3), 255, np.uint8)
+    everything = [p for vals in series.values() for p in vals]
+    xy = _log_axes(img, title, [s for s, _ in everything], [v for _, v in everything], ticks=(1, 2, 3, 5, 7))
+    if xy is None:
         return img
-    lo, hi = math.log10(min(points)), math.log10(max(points))
-    hi = hi if hi > lo else lo + 1
-    steps = [s for vals in series.values() for s, _ in vals]
-    s0, s1 = min(steps), max(max(steps), min(steps) + 1)
-
-    def xy(step, value):
-        x = left + (step - s0) / (s1 - s0) * (w - left - right)
-        y = top + (hi - math.log10(max(value, 1e-12))) / (hi - lo) * (h - top - bottom)
-        return int(round(x)), int(round(y))
-
-    cv2.rectangle(img, (left, top), (w - right, h - bottom), (0, 0, 0), 1)
-    for k in range(int(math.floor(lo)), int(math.ceil(hi)) + 1):
-        for m in (1, 2, 3, 5, 7):
-            v = m * 10.0**k
-            if lo <= math.log10(v) <= hi:
-                _, y = xy(s0, v)
-                cv2.line(img, (left, y), (w - right, y), (225, 225, 225), 1)
-                cv2.putText(img, f"{v:g}", (4, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
     for i, (name, vals) in enumerate(series.items()):
         colour = COLOURS[i % len(COLOURS)]
-        if vals:
-            st = np.array([s for s, _ in vals])
-            sv = _smooth(np.array([v for _, v in vals]), window)
-            cv2.polylines(img, [np.array([xy(s, v) for s, v in zip(st, sv)], np.int32)], False, colour, 2, cv2.LINE_AA)
-        cv2.putText(img, name, (w - right - 150, top + 18 + 16 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1,
+        _curve(img, xy, vals, colour, window)
+        cv2.putText(img, name, (size[1] - _RIGHT - 150, _TOP + 18 + 16 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1,
                     cv2.LINE_AA)
-    cv2.putText(img, title, (left, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, f"step {s0}..{s1} (smoothed, log scale)", (left, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-                (0, 0, 0), 1, cv2.LINE_AA)
+    steps = [s for s, _ in everything]
+    _footer(img, f"step {min(steps)}..{max(steps)} (smoothed, log scale)")
     return img
 
 
