@@ -82,7 +82,8 @@ class SceneDataConfig:
     """`data.source: scenes` (training/scene_samples.py): procedural scenes rendered in memory
     with the miniature's codec. Per sample: characters in [min_characters, max_characters],
     frames / width from the lists, a scenario from `scenarios`, and a reassigned
-    (cross-driven) reference with probability `cross_driven`."""
+    (cross-driven) reference with probability `cross_driven` (AnyCrowd's stochastic
+    reassignment; 0.9 by default: without it binding collapses, docs/claims.md)."""
 
     frames: list[int] = field(default_factory=lambda: [9])
     height: int = 128
@@ -91,7 +92,7 @@ class SceneDataConfig:
     max_characters: int = 4
     scenarios: list[str] = field(default_factory=lambda: ["crossing", "exit_reenter", "static", "swap",
                                                           "group_crossing", "occlusion"])
-    cross_driven: float = 0.0
+    cross_driven: float = 0.9
 
 
 @dataclass
