@@ -197,11 +197,26 @@ def apply_lora(model: Any, lora: dict, strength: float):
     return patched
 
 
+_SHIFTED_SAMPLING = None
+
+
 def apply_shift(model: Any, shift: float):
-    """A clone of `model` sampling with flow shift `shift`, exactly as ComfyUI's own
-    ModelSamplingSD3 node sets it (that node is called, not re-implemented)."""
-    advanced = require_comfy("comfy_extras.nodes_model_advanced", "Setting the sampling shift")
-    return advanced.ModelSamplingSD3().patch(model, shift)[0]
+    """A clone of `model` sampling with flow shift `shift`: the same `model_sampling` object
+    patch ComfyUI's ModelSamplingSD3 node adds (discrete flow + CONST, multiplier 1000), set
+    here without instantiating that node class (core nodes are being moved to the V3 node
+    schema, where calling `ModelSamplingSD3().patch` no longer works)."""
+    global _SHIFTED_SAMPLING
+    sampling = require_comfy("comfy.model_sampling", "Setting the sampling shift")
+    if _SHIFTED_SAMPLING is None:
+        class ModelSamplingShifted(sampling.ModelSamplingDiscreteFlow, sampling.CONST):
+            pass
+
+        _SHIFTED_SAMPLING = ModelSamplingShifted
+    shifted = _SHIFTED_SAMPLING(model.model.model_config)
+    shifted.set_parameters(shift=float(shift), multiplier=1000)
+    out = model.clone()
+    out.add_object_patch("model_sampling", shifted)
+    return out
 
 
 def sample(

@@ -349,3 +349,18 @@ def test_shifted_rope_follows_the_adapter_and_refuses_another_token_count(comfy,
     rope = on.model_options["transformer_options"][cp.ROPE_KEY]
     with pytest.raises(AnyCrowdError, match="context windows"):
         rope.freqs(torch.zeros(1, len(rope.positions) - 16, 1, 8, 2, 2))
+
+
+def test_apply_shift_equals_comfyuis_model_sampling_sd3_node(comfy, cp, base, layout):
+    """The shift is set without instantiating the core node class, with the same result."""
+    import importlib
+
+    runtime = importlib.import_module(cp.__name__.replace("comfy_patch", "comfy_runtime"))
+    advanced = importlib.import_module("comfy_extras.nodes_model_advanced")
+    ours = runtime.apply_shift(base, 5.0)
+    theirs = advanced.ModelSamplingSD3().patch(base, 5.0)[0]
+    a, b = ours.get_model_object("model_sampling"), theirs.get_model_object("model_sampling")
+    assert torch.equal(a.sigmas, b.sigmas) and a.shift == b.shift == 5.0 and a.multiplier == b.multiplier
+    assert ours is not base and "model_sampling" not in base.object_patches
+    inp = Inputs(make_layout())
+    assert torch.equal(sample_step(comfy, ours, inp), sample_step(comfy, theirs, inp))
