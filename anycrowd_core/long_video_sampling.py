@@ -28,7 +28,14 @@ from .long_video import (
     window_track_boxes,
     latent_count,
 )
-from .pipeline import AnimationInputs, SamplingSettings, check_request, rope_positions_for
+from .pipeline import (
+    AnimationInputs,
+    SamplingSettings,
+    check_request,
+    cumulative_guidance,
+    guidance_conditions,
+    rope_positions_for,
+)
 from .sampling import SamplingCancelled, cfg_denoiser, flow_denoiser, flow_sigmas, make_noise, sample, sigma_to_timestep
 from .wan import WanVaceModel, shifted_reference_positions
 
@@ -206,11 +213,13 @@ def _guided(model, conditioning: IILRConditioning, hook, positive, negative, set
     frames = conditioning.noise_latent_shape[1]
     rope = rope_positions_for(conditioning, settings.shifted_rope, device)
 
-    def make(text):
-        v = _velocity(model, text, vace, conditioning.vace_strength, hook, rope)
+    def make(text, context=vace):
+        v = _velocity(model, text, context.to(device, dtype), conditioning.vace_strength, hook, rope)
         # without context the scalar-t path of `animate` (bit-identical to it)
         return flow_denoiser(v) if clean is None else _frame_t_denoiser(v, clean, frames)
 
+    if settings.guidance == "cumulative":
+        return cumulative_guidance(make, *guidance_conditions(conditioning, positive, negative), settings)
     cond = make(positive)
     if settings.cfg == 1.0:
         return cond
@@ -354,21 +363,30 @@ def _sliding_window(model, codec, inputs, binding, decoupled, positive, negative
         wboxes, wbinding = window_track_boxes(boxes, binding, win)
         layout = build_token_layout(decoupled.masks, wboxes, wbinding, background=settings.background)
         hook = AnyCrowdAttention(layout.to(device), mode=settings.mode, agf=settings.agf, gates=gates)
-        windows.append((win, hook, win.weights(ramp)))
-
-    texts = [positive] if settings.cfg == 1.0 else [positive, negative]
-    step_now = [1]
-
-    def window_denoiser(win: Window, hook, x_win: Tensor, sigma: Tensor) -> Tensor:
-        # only this window's latents and VACE slice go to the device; predictions come back
-        idx = torch.cat([torch.arange(r), r + torch.arange(win.start, win.stop)])
-        vace = cond.vace_context[:, idx].unsqueeze(0).to(device, dtype)
-        x_dev = x_win.to(device)
         rope = None
         if settings.shifted_rope:
-            h, w = x_win.shape[-2:]
-            rope = shifted_reference_positions(r, x_win.shape[2], h // 2, w // 2, device=device)
-        preds = [flow_denoiser(_velocity(model, t, vace, cond.vace_strength, hook, rope))(x_dev, sigma) for t in texts]
+            h, w = cond.noise_latent_shape[2:]
+            rope = shifted_reference_positions(r, r + win.stop - win.start, h // 2, w // 2, device=device)
+        windows.append((win, hook, win.weights(ramp), rope))
+
+    texts = [positive] if settings.cfg == 1.0 else [positive, negative]
+    if settings.guidance == "cumulative":
+        texts, contexts = guidance_conditions(cond, positive, negative)
+    step_now = [1]
+
+    def window_denoiser(win: Window, hook, rope, x_win: Tensor, sigma: Tensor) -> Tensor:
+        # only this window's latents and VACE slice go to the device; predictions come back
+        idx = torch.cat([torch.arange(r), r + torch.arange(win.start, win.stop)])
+        x_dev = x_win.to(device)
+
+        def make(text, vace):
+            return flow_denoiser(_velocity(model, text, vace.to(device, dtype), cond.vace_strength, hook, rope))
+
+        if settings.guidance == "cumulative":
+            pred = cumulative_guidance(make, texts, [c[:, idx] for c in contexts], settings)(x_dev, sigma)
+            return pred.to(x_win.device)
+        vace = cond.vace_context[:, idx].unsqueeze(0).to(device, dtype)  # once for every text
+        preds = [make(t, vace)(x_dev, sigma) for t in texts]
         if len(preds) > 1:
             preds = [preds[1] + (preds[0] - preds[1]) * settings.cfg]  # cfg_denoiser's formula
         return preds[0].to(x_win.device)
@@ -378,12 +396,12 @@ def _sliding_window(model, codec, inputs, binding, decoupled, positive, negative
         # (weighted) update count of each latent frame
         acc = torch.zeros_like(x)
         count = torch.zeros(x.shape[2], dtype=x.dtype)
-        for win, hook, w in windows:
+        for win, hook, w, rope in windows:
             if cancel is not None and cancel():
                 raise SamplingCancelled("sampling cancelled")
             frames = torch.cat([torch.arange(r), r + torch.arange(win.start, win.stop)])
             weight = torch.cat([torch.ones(r), w]).to(x.dtype)
-            acc[:, :, frames] += window_denoiser(win, hook, x[:, :, frames], sigma) * weight.view(1, 1, -1, 1, 1)
+            acc[:, :, frames] += window_denoiser(win, hook, rope, x[:, :, frames], sigma) * weight.view(1, 1, -1, 1, 1)
             count[frames] += weight
             if progress is not None:
                 progress(LongVideoProgress("sliding_window", win.index, len(plan), step_now[0], settings.steps))

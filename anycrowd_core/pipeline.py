@@ -148,22 +148,24 @@ def check_request(inputs: AnimationInputs, negative: Tensor | None, settings: Sa
 GUIDANCE = ("cfg", "cumulative")
 
 
-def cumulative_guidance(velocity_for, conditioning: IILRConditioning, positive: Tensor, negative: Tensor | None,
-                        settings: SamplingSettings, device, dtype):
-    """One-to-All's cumulative guidance on VACE: unconditional = negative text (the positive
-    one when None), no control, no references; pose = positive text, the control, neutral
-    references; full = everything. The three run as one batch of 3 when both texts have one
-    shape, else one after another. `velocity_for(text, vace)` gives a velocity model."""
+def guidance_conditions(conditioning: IILRConditioning, positive: Tensor, negative: Tensor | None):
+    """(texts, VACE contexts `[96, F, h, w]`) of cumulative guidance's three conditions, in
+    order: unconditional = negative text (the positive one when None), no control, no
+    references; pose = positive text, the control, neutral references; full = everything."""
     negative = positive if negative is None else negative
-    contexts = [conditioning.vace_context_without(references=True, control=True).unsqueeze(0),
-                conditioning.vace_context_without(references=True).unsqueeze(0),
-                conditioning.vace_context.unsqueeze(0)]
-    contexts = [c.to(device, dtype) for c in contexts]
-    texts = [negative, positive, positive]
-    separate = [flow_denoiser(velocity_for(text, vace)) for text, vace in zip(texts, contexts)]
+    contexts = [conditioning.vace_context_without(references=True, control=True),
+                conditioning.vace_context_without(references=True), conditioning.vace_context]
+    return [negative, positive, positive], contexts
+
+
+def cumulative_guidance(make, texts, contexts, settings: SamplingSettings):
+    """One-to-All's cumulative guidance over `guidance_conditions`; `make(text, vace)` gives
+    the x0 denoiser of one text `[B, L, D]` and context `[B, 96, F, h, w]`. The three run as
+    one batch of 3 when the texts have one shape, else one after another."""
+    separate = [make(text, vace[None]) for text, vace in zip(texts, contexts)]
     batched = None
-    if negative.shape == positive.shape:
-        batched = flow_denoiser(velocity_for(torch.cat(texts), torch.cat(contexts)))
+    if all(t.shape == texts[0].shape for t in texts):
+        batched = make(torch.cat(texts), torch.stack(contexts))
     return cumulative_cfg_denoiser(*separate, settings.pose_scale, settings.ref_scale, batched=batched)
 
 
@@ -224,7 +226,9 @@ def animate(
         return velocity
 
     if settings.guidance == "cumulative":
-        denoiser = cumulative_guidance(velocity_for, conditioning, positive, negative, settings, device, dtype)
+        texts, contexts = guidance_conditions(conditioning, positive, negative)
+        denoiser = cumulative_guidance(lambda text, vace: flow_denoiser(velocity_for(text, vace.to(device, dtype))),
+                                       texts, contexts, settings)
     else:
         cond = flow_denoiser(velocity_for(positive))
         denoiser = cond

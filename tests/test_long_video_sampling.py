@@ -278,3 +278,17 @@ def test_benchmark_fit_and_lengths():
     fit = linear_fit([1, 2, 3, 4], [3, 5, 7, 9])
     assert fit["slope_s_per_frame"] == pytest.approx(2) and fit["intercept_s"] == pytest.approx(1)
     assert fit["r2"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("strategy", ["token_replace", "sliding_window"])
+def test_cumulative_guidance_runs_in_both_long_video_strategies(model, scene, strategy):
+    """Unit scales give the plain cfg-1 video (u + (p - u) + (f - p) = f); other scales differ."""
+    def run(**kw):
+        settings = SamplingSettings(steps=2, mode="masked", **kw)
+        return animate_long(model, TestCodec(), inputs_of(scene, 13), text(1), text(2), settings,
+                            strategy=strategy, segment_frames=9, overlap_frames=5).frames
+
+    plain = run(cfg=1.0)
+    assert torch.allclose(run(guidance="cumulative", pose_scale=1.0, ref_scale=1.0), plain, atol=1e-4)
+    guided = run(guidance="cumulative", pose_scale=2.0, ref_scale=1.5)
+    assert torch.isfinite(guided).all() and (guided - plain).abs().max() > 1e-3
