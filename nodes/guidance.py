@@ -15,6 +15,7 @@ import torch
 from anycrowd_core.errors import AnyCrowdError
 
 from .comfy_runtime import cumulative_guider
+from .input_checks import finite_number
 
 GUIDANCE = ["cfg", "cumulative"]
 # optional widgets of the sampler nodes (old workflows without them keep plain cfg)
@@ -31,8 +32,6 @@ GUIDANCE_INPUTS = {
 
 def guidance_options(guidance, ref_cfg) -> tuple[str, float]:
     """The two widgets checked: AnyCrowdError for an unknown guidance or a bad ref_cfg."""
-    from .input_checks import finite_number
-
     if guidance not in GUIDANCE:
         raise AnyCrowdError(f"guidance {guidance!r} is not available: choose one of {', '.join(GUIDANCE)}.")
     return guidance, finite_number(ref_cfg, "ref_cfg", low=0.0, fix="One-to-All uses 1.5.")

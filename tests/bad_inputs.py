@@ -274,16 +274,16 @@ def _settings(**kw):
     return lambda: SamplingSettings(**kw).validate()
 
 
-def _lora_with_nan():
+def gates_with_nan(tmp: Path):
+    from anycrowd_core.attention import GateBank
     from anycrowd_core.wan import WanVaceConfig
     from training.export import save_gates
-    from anycrowd_core.attention import GateBank
 
     gates = GateBank(32, 2, 1, 8)
     with torch.no_grad():
         next(gates.parameters()).fill_(float("nan"))
-    out = Path(tempfile.mkdtemp()) / "gates.safetensors"
-    return lambda: save_gates(out, gates, WanVaceConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=2, vace_layers=1))
+    return save_gates(tmp / "gates.safetensors", gates,
+                      WanVaceConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=2, vace_layers=1))
 
 
 CASES: list[Case] = [
@@ -349,7 +349,7 @@ CASES: list[Case] = [
          resume_after_damage("trainable.safetensors", truncate, explicit=True), says="trainable.safetensors"),
     Case("resume PATH: missing rng_0.pt", "train",
          resume_after_damage("rng_0.pt", lambda p: p.unlink(), explicit=True), says="rng_0.pt is missing"),
-    Case("export gates holding NaN", "train", call(_lora_with_nan()), says="non-finite"),
+    Case("export gates holding NaN", "train", gates_with_nan, says="non-finite"),
     # ---- prepare CLI
     Case("prepare --out is a file", "prepare", lambda t: prepare("--out", a_file(t))(t), says="--out"),
     Case("prepare --out /proc", "prepare", prepare("--out", "/proc"), says="--out"),
