@@ -285,7 +285,7 @@ def test_api_prompt_executes_through_comfyuis_executor(tmp_path, scene, pack):
     write_png(scene.reference_image, inputs / "anycrowd_reference.png")
     for k in range(2):
         write_png(scene.reference_masks[k].float()[..., None].expand(H, W, 3), inputs / f"anycrowd_mask_{k}.png")
-    write_mp4(scene.pose_video, inputs / "anycrowd_pose.mp4", fps=16)
+    write_mp4(scene.pose_video, inputs / "anycrowd_pose.mp4", fps=12)  # not Wan's 16: the output must follow it
 
     old_in, old_out = folder_paths.get_input_directory(), folder_paths.get_output_directory()
     folder_paths.add_model_folder_path("diffusion_models", str(models))
@@ -311,6 +311,10 @@ def test_api_prompt_executes_through_comfyuis_executor(tmp_path, scene, pack):
 
         frames = read_video(videos[0])
         assert tuple(frames.shape[:3]) == (T, H, W)
+        import av
+
+        with av.open(str(videos[0])) as container:  # CreateVideo takes the driving video's frame rate
+            assert container.streams.video[0].average_rate == 12
     finally:
         for key in list(added) + list(registered):
             comfy_nodes.NODE_CLASS_MAPPINGS.pop(key, None)

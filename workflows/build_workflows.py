@@ -92,7 +92,7 @@ GRAPH = {
           ("cfg", 6.0), ("sampler_name", "uni_pc"), ("scheduler", "simple"), ("shift", 8.0), ("denoise", 1.0),
           ("guidance", "cfg"), ("ref_cfg", 1.5)], None),
     20: ("VAEDecode", (2080, 60), (210, 46), {"samples": (19, 0), "vae": (3, 0)}, [], None),
-    21: ("CreateVideo", (2080, 160), (270, 78), {"images": (20, 0)}, [("fps", 16.0)], "Create Video (Wan: 16 fps)"),
+    21: ("CreateVideo", (2080, 160), (270, 78), {"images": (20, 0), "fps": (16, 2)}, [("fps", 16.0)], "Create Video (at the driving video's fps)"),
     22: ("SaveVideo", (2080, 290), (420, 420), {"video": (21, 0)}, [("filename_prefix", "video/AnyCrowd"), ("format", "auto"), ("codec", "auto")], None),
 }
 
@@ -111,21 +111,29 @@ def ui_workflow(graph: dict | None = None, sockets: dict | None = None,
                 workflow_id: str = "5f1c2a7e-4b7d-4f3e-9a51-0a9c0d0e0001") -> dict:
     graph = GRAPH if graph is None else graph
     sockets = SOCKETS if sockets is None else sockets
-    links, incoming, outgoing = [], {}, {}
-    for nid, (_t, _p, _s, node_links, _w, _title) in graph.items():
+    links, incoming, outgoing, node_inputs = [], {}, {}, {}
+    for nid, (ntype, _p, _s, node_links, widgets, _title) in graph.items():
+        # socket inputs, then each widget fed by a link (a widget converted to an input, e.g.
+        # CreateVideo's fps taken from the driving video): the front end marks those with "widget"
+        ins = [{"name": n, "type": t} for n, t in sockets[ntype][0]]
+        widget_names = [w for w, _v in widgets]
+        for name, (src, slot) in node_links.items():
+            if name in widget_names:
+                ins.append({"name": name, "type": sockets[graph[src][0]][1][slot][1], "widget": {"name": name}})
+        node_inputs[nid] = ins
         for name, (src, slot) in node_links.items():
             ltype = sockets[graph[src][0]][1][slot][1]
-            to_slot = [n for n, _ in sockets[graph[nid][0]][0]].index(name)
+            to_slot = [i["name"] for i in ins].index(name)
             link_id = len(links) + 1
             links.append([link_id, src, slot, nid, to_slot, ltype])
             incoming[(nid, name)] = link_id
             outgoing.setdefault((src, slot), []).append(link_id)
     nodes = []
     for order, (nid, (ntype, pos, size, _links, widgets, title)) in enumerate(graph.items()):
-        ins, outs = sockets[ntype]
+        outs = sockets[ntype][1]
         node = {
             "id": nid, "type": ntype, "pos": list(pos), "size": list(size), "flags": {}, "order": order, "mode": 0,
-            "inputs": [{"name": n, "type": t, "link": incoming.get((nid, n))} for n, t in ins],
+            "inputs": [{**i, "link": incoming.get((nid, i["name"]))} for i in node_inputs[nid]],
             "outputs": [
                 {"name": n, "type": t, "links": outgoing.get((nid, i), []), **({"slot_index": i} if (nid, i) in outgoing else {})}
                 for i, (n, t) in enumerate(outs)
@@ -197,7 +205,7 @@ LONG_GRAPH = {
           ("cfg", 6.0), ("sampler_name", "uni_pc"), ("scheduler", "simple"), ("shift", 8.0),
           ("strategy", "token_replace"), ("segment_frames", 81), ("overlap_frames", 5), ("face_strength", 0.5),
           ("background_reference", True), ("guidance", "cfg"), ("ref_cfg", 1.5)], None),
-    22: ("CreateVideo", (2100, 60), (270, 78), {"images": (21, 0)}, [("fps", 16.0)], "Create Video (Wan: 16 fps)"),
+    22: ("CreateVideo", (2100, 60), (270, 78), {"images": (21, 0), "fps": (16, 2)}, [("fps", 16.0)], "Create Video (at the driving video's fps)"),
     23: ("SaveVideo", (2100, 190), (420, 420), {"video": (22, 0)}, [("filename_prefix", "video/AnyCrowd_long"), ("format", "auto"), ("codec", "auto")], None),
 }
 
@@ -252,7 +260,7 @@ MINI_GRAPH = {
           ("guidance", "cfg"), ("ref_cfg", 1.5)],
          "AnyCrowd Sampler (the miniature's settings)"),
     20: ("VAEDecode", (2080, 60), (210, 46), {"samples": (19, 0), "vae": (1, 2)}, [], None),
-    21: ("CreateVideo", (2080, 160), (270, 78), {"images": (20, 0)}, [("fps", 8.0)], None),
+    21: ("CreateVideo", (2080, 160), (270, 78), {"images": (20, 0), "fps": (16, 2)}, [("fps", 8.0)], "Create Video (at the driving video's fps)"),
     22: ("SaveVideo", (2080, 290), (420, 420), {"video": (21, 0)}, [("filename_prefix", "video/AnyCrowd_mini"), ("format", "auto"), ("codec", "auto")], None),
 }
 
