@@ -317,3 +317,83 @@ def test_cumulative_guidance_option_runs_in_both_strategies(pack, model, scene, 
     assert torch.allclose(unit, plain, atol=2e-3), float((unit - plain).abs().max())
     guided = run(cfg=2.0, guidance="cumulative", ref_cfg=1.5)
     assert torch.isfinite(guided).all() and (guided - plain).abs().max() > 1e-3
+
+
+def test_long_video_api_prompt_executes_through_comfyuis_executor(tmp_path, pack):
+    """The shipped long-video prompt runs end to end in ComfyUI's executor on tiny models: the
+    same substitutions as test_nodes_host.make_test_variant (tiny Wan VACE, seeded text
+    stand-in, TestVAE), tiny DWPose ONNX graphs (tests/onnx_graphs.py) planting two people in
+    an 11-frame 240x416 driving video, 64x96 output, 9-frame segments with 5 overlap (2
+    segments), 2 steps. Every other node — Load Image/Mask, the decoupler, Load Video, Get
+    Video Components, the Pose Extractor, Face Control, the Long Video Sampler, Create Video
+    (fps linked from the driving video) and Save Video — runs unchanged."""
+    import av
+
+    from anycrowd_core.video_io import read_video, write_mp4, write_png
+    from comfy_host import FakeServer, tiny_vace_state_dict_file
+    from test_node_pose import people_video, write_models
+    from test_nodes_host import TestTextEncode, TestVAELoader, get_comfy_nodes
+
+    comfy_nodes = get_comfy_nodes()
+    import execution
+    import folder_paths
+
+    frames, fps = 11, 12
+    models, dwpose = tmp_path / "diffusion_models", tmp_path / "dwpose"
+    inputs, outputs = tmp_path / "input", tmp_path / "output"
+    for d in (models, dwpose, inputs, outputs):
+        d.mkdir()
+    tiny = tiny_vace_state_dict_file(models, seed=0, name="anycrowd_tiny_wan_vace.safetensors")
+    write_models(dwpose)
+    ref = make_scene(num_characters=2, num_frames=1, height=H, width=W, seed=0, scenario="crossing")
+    write_png(ref.reference_image, inputs / "anycrowd_reference.png")
+    for k in range(2):
+        write_png(ref.reference_masks[k].float()[..., None].expand(H, W, 3), inputs / f"anycrowd_mask_{k}.png")
+    write_mp4(people_video(frames), inputs / "anycrowd_driving.mp4", fps=fps)
+
+    prompt = json.loads((REPO / "workflows" / "anycrowd_long_face_wan21_vace_1.3B_api.json").read_text())
+    by_type = {v["class_type"]: k for k, v in prompt.items()}
+    prompt[by_type["UNETLoader"]]["inputs"]["unet_name"] = tiny.name
+    del prompt[by_type["CLIPLoader"]]
+    for nid, node in list(prompt.items()):
+        if node["class_type"] == "CLIPTextEncode":
+            prompt[nid] = {"class_type": "AnyCrowdTestTextEncode", "inputs": {"text": node["inputs"]["text"]}}
+    prompt[by_type["VAELoader"]]["class_type"] = "AnyCrowdTestVAELoader"
+    prompt[by_type["AnyCrowdLongVideoSampler"]]["inputs"].update(
+        width=W, height=H, steps=2, segment_frames=SEG, overlap_frames=OVERLAP)
+
+    pack.nodes.pose_models.register_pose_folder()
+    saved_dwpose = folder_paths.folder_names_and_paths.get("dwpose")
+    saved_dwpose = (list(saved_dwpose[0]), set(saved_dwpose[1])) if saved_dwpose else None
+    folder_paths.add_model_folder_path("dwpose", str(dwpose))
+    folder_paths.add_model_folder_path("diffusion_models", str(models))
+    old_in, old_out = folder_paths.get_input_directory(), folder_paths.get_output_directory()
+    folder_paths.set_input_directory(str(inputs))
+    folder_paths.set_output_directory(str(outputs))
+    added = {"AnyCrowdTestTextEncode": TestTextEncode, "AnyCrowdTestVAELoader": TestVAELoader}
+    registered = {k: v for k, v in pack.NODE_CLASS_MAPPINGS.items() if k not in comfy_nodes.NODE_CLASS_MAPPINGS}
+    comfy_nodes.NODE_CLASS_MAPPINGS.update({**added, **registered})
+    try:
+        prompt_id = str(uuid.uuid4())
+        valid, error, good_outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+        assert valid, (error, node_errors)
+        executor = execution.PromptExecutor(FakeServer())
+        executor.execute(prompt, prompt_id, {}, good_outputs)
+        failures = [d for e, d in executor.status_messages if e == "execution_error"]
+        assert executor.success and not failures, failures
+        videos = list(outputs.rglob("AnyCrowd_long*.mp4"))
+        assert len(videos) == 1
+        assert tuple(read_video(videos[0]).shape[:3]) == (frames, H, W)  # every driving frame, once
+        with av.open(str(videos[0])) as container:
+            assert container.streams.video[0].average_rate == fps
+    finally:
+        for key in list(added) + list(registered):
+            comfy_nodes.NODE_CLASS_MAPPINGS.pop(key, None)
+        folder_paths.set_input_directory(old_in)
+        folder_paths.set_output_directory(old_out)
+        folder_paths.folder_names_and_paths["diffusion_models"][0].remove(str(models))
+        if saved_dwpose is None:
+            folder_paths.folder_names_and_paths.pop("dwpose", None)
+        else:
+            folder_paths.folder_names_and_paths["dwpose"] = saved_dwpose
+        folder_paths.filename_list_cache.pop("dwpose", None)
