@@ -284,18 +284,7 @@ def build_token_layout(
     vid_tokens = tuple(video_start + torch.nonzero(ident_tok[k]).flatten() for k in range(n))
 
     member = ident_tok.t()  # [V, N]
-    sets, inverse = torch.unique(member, dim=0, return_inverse=True)
-    video_groups = tuple(
-        (tuple(int(i) for i in torch.nonzero(sets[g]).flatten()),
-         video_start + torch.nonzero(inverse == g).flatten())
-        for g in range(len(sets))
-    )
-
-    # candidates: identities ascending, then background (= n); -1 padded to the widest token
-    ext = torch.cat([member, torch.ones(len(member), 1, dtype=torch.bool)], 1)
-    ids = torch.where(ext, torch.arange(n + 1), torch.full((n + 1,), n + 1)).sort(1).values
-    c_max = int(ext.sum(1).max())
-    candidates = ids[:, :c_max].masked_fill(ids[:, :c_max] > n, -1)
+    video_groups, candidates = _video_tables(member, video_start)
 
     soft = None
     if track_masks is not None:
@@ -305,6 +294,53 @@ def build_token_layout(
         num_identities=n, num_tracks=m, background=background, frame_size=(height, width),
         grid=(h, w), pixel_frames=t, video_frames=t_lat, identity_tracks=tracks_of,
         ref_tokens=ref_tokens, void_tokens=void_tokens, bg_ref_tokens=bg_ref, vid_tokens=vid_tokens,
+        video_groups=video_groups, candidates=candidates, soft_labels=soft,
+    )
+
+
+def _video_tables(member: Tensor, video_start: int) -> tuple[tuple, Tensor]:
+    """`video_groups` and `candidates` (see TokenLayout) of bool `[V, N]` video-token membership."""
+    n = member.shape[1]
+    sets, inverse = torch.unique(member, dim=0, return_inverse=True)
+    video_groups = tuple(
+        (tuple(int(i) for i in torch.nonzero(sets[g]).flatten()),
+         video_start + torch.nonzero(inverse == g).flatten())
+        for g in range(len(sets))
+    )
+    # candidates: identities ascending, then background (= n); -1 padded to the widest token
+    ext = torch.cat([member, torch.ones(len(member), 1, dtype=torch.bool)], 1)
+    ids = torch.where(ext, torch.arange(n + 1), torch.full((n + 1,), n + 1)).sort(1).values
+    c_max = int(ext.sum(1).max())
+    return video_groups, ids[:, :c_max].masked_fill(ids[:, :c_max] > n, -1)
+
+
+def window_layout(layout: TokenLayout, video_frames: Sequence[int]) -> TokenLayout:
+    """The layout of the sequence [all reference frames | latent video frames `video_frames`
+    of `layout`, in that order] (a context window of the clip `layout` was built for).
+
+    Every token keeps the groups it has in the whole clip, so for a contiguous window this
+    is exactly what `build_token_layout` gives on the window's boxes
+    (`long_video.window_track_boxes`), soft labels included (rows of the clip's).
+    """
+    frames = [int(f) for f in video_frames]
+    if not frames or min(frames) < 0 or max(frames) >= layout.video_frames:
+        raise AnyCrowdError(
+            f"A window needs latent video frames within 0..{layout.video_frames - 1} of the layout, got "
+            f"{frames}: build the layout for the whole clip the windows are taken from."
+        )
+    hw, start, n = layout.tokens_per_frame, layout.video_start, layout.num_identities
+    local = (torch.tensor(frames)[:, None] * hw + torch.arange(hw)).flatten()  # clip-local video token per window token
+    member = torch.zeros(layout.num_video_tokens, n, dtype=torch.bool)
+    for k in range(n):
+        member[layout.vid_tokens[k].cpu() - start, k] = True
+    member = member[local]
+    video_groups, candidates = _video_tables(member, start)
+    soft = None
+    if layout.soft_labels is not None:  # same categories in the same order, fewer padding columns
+        soft = layout.soft_labels.cpu()[local][:, : candidates.shape[1]]
+    return replace(
+        layout.to("cpu"), pixel_frames=4 * (len(frames) - 1) + 1, video_frames=len(frames),
+        vid_tokens=tuple(start + torch.nonzero(member[:, k]).flatten() for k in range(n)),
         video_groups=video_groups, candidates=candidates, soft_labels=soft,
     )
 
