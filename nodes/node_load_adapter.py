@@ -1,6 +1,8 @@
 """AnyCrowd Load Adapter node: applies a LoRA trained by `python -m training.run` to a native
 Wan 2.1 VACE MODEL through ComfyUI's own LoRA loader and returns the trained AGF gates for
-the TSDA patch / AnyCrowd Sampler. Files are read and size-checked by `training.export`.
+the TSDA patch / AnyCrowd Sampler. Files are read and size-checked by `training.export`; their
+recorded base (family, size, expert: `training.adapter_base`) is checked against the `expert`
+input and against the adapters already on the model, and recorded on the output MODEL.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from anycrowd_core.errors import AnyCrowdError
 
 # relative: inside ComfyUI another pack's top-level `training` module could shadow ours
+from ..training.adapter_base import EXPERT_CHOICES, EXPERTS, AdapterBase, check_expert, check_same_model, files_base
 from ..training.export import GATES_FORMAT, LORA_FORMAT, AdapterFiles, load_adapter_files, read_metadata
 from .comfy_patch import ADAPTER_KEY, check_wan_vace
 from .comfy_runtime import apply_lora
@@ -128,6 +131,9 @@ def _describe_file(kind: str, name: str, meta: dict) -> str:
     else:
         parts.append(f"  gate hidden width {meta.get('gate_hidden', '?')}, {meta.get('dit_gates', '?')} DiT + "
                      f"{meta.get('vace_gates', '?')} VACE gates")
+    base = AdapterBase.from_metadata(meta)
+    parts.append(f"  trained on: {base.describe()}" if base is not None else
+                 "  trained on: unrecorded (written before adapters recorded their base): only the size is checked")
     parts.append(f"  trained steps: {meta.get('step', 'unknown')}")
     if "attention" in meta:
         parts.append(f"  trained with attention {meta['attention']}, agf {meta.get('agf', '?')}")
@@ -149,8 +155,10 @@ def trained_with_shifted_rope(files: AdapterFiles) -> bool:
     return any(flags.values())
 
 
-def adapter_info(files: AdapterFiles, lora_name: str | None, gates_name: str | None, strength: float) -> tuple[str, list[str]]:
-    """(INFO text for users, warnings) describing what was loaded."""
+def adapter_info(files: AdapterFiles, lora_name: str | None, gates_name: str | None, strength: float,
+                 expert: str = "unknown") -> tuple[str, list[str]]:
+    """(INFO text for users, warnings) describing what was loaded; `expert`: what the model
+    is taken to be (check_expert)."""
     lora_meta, gates_meta = files.metadata.get("lora"), files.metadata.get("gates")
     lines, warnings = [], []
     if lora_meta is not None:
@@ -163,6 +171,10 @@ def adapter_info(files: AdapterFiles, lora_name: str | None, gates_name: str | N
             lines.append("Use attention_mode tsda with agf_mode gated in AnyCrowd Sampler / AnyCrowd TSDA Patch "
                          "(connect the gates output there).")
             break
+    if expert in ("high_noise", "low_noise"):
+        lines.append(f"Model: the Wan 2.2 VACE-Fun A14B {EXPERTS[expert]}. Connect it to AnyCrowd Sampler's "
+                     f"{'model' if expert == 'high_noise' else 'low_noise_model'} input; the other expert takes its own "
+                     "AnyCrowd Load Adapter.")
     if trained_with_shifted_rope(files):
         lines.append("Trained with shifted RoPE: AnyCrowd Sampler / TSDA Patch / Long Video Sampler apply it to the "
                      "reference frames of this model.")
@@ -180,8 +192,8 @@ class AnyCrowdLoadAdapter:
     DESCRIPTION = (
         "Loads an AnyCrowd adapter trained with `python -m training.run`: applies its LoRA (from models/loras) to the "
         "Wan 2.1 VACE MODEL with ComfyUI's own LoRA mechanism, and outputs its AGF gates (from models/anycrowd_gates) "
-        "for AnyCrowd Sampler or AnyCrowd TSDA Patch. Refuses files trained for another model size. The input MODEL "
-        "is left unchanged."
+        "for AnyCrowd Sampler or AnyCrowd TSDA Patch. Refuses files trained for another model size, family or "
+        "Wan 2.2 VACE-Fun expert (one Load Adapter per expert). The input MODEL is left unchanged."
     )
     CATEGORY = "AnyCrowd/loaders"
     FUNCTION = "load"
@@ -213,13 +225,24 @@ class AnyCrowdLoadAdapter:
                     "default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01,
                     "tooltip": "How strongly the LoRA modifies the model (as in LoraLoaderModelOnly; 1.0 as trained). "
                                "Does not scale the gates."}),
-            }
+            },
+            "optional": {
+                "expert": (EXPERT_CHOICES, {
+                    "default": "auto",
+                    "tooltip": "Which Wan 2.2 VACE-Fun A14B expert the model is (its weights cannot tell: both experts "
+                               "have the Wan 2.1 VACE 14B shapes). high_noise / low_noise refuses an adapter trained "
+                               "for the other expert or for Wan 2.1 VACE. auto: as the adapter records. Use one Load "
+                               "Adapter per expert."}),
+            },
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, lora_name=None, gates_name=None):
+    def VALIDATE_INPUTS(cls, lora_name=None, gates_name=None, expert=None):
         # Naming these inputs replaces ComfyUI's own list check, so check them here in words.
+        if expert is not None and expert not in EXPERT_CHOICES:
+            return f"expert {expert!r} is not available: choose one of {', '.join(EXPERT_CHOICES)}."
         fp = _folder_paths()
+        headers = {}
         for slot, folder, name in (("lora", LORA_FOLDER, lora_name), ("gates", GATES_FOLDER, gates_name)):
             if name in (None, NONE):
                 continue
@@ -235,10 +258,15 @@ class AnyCrowdLoadAdapter:
             problem = _format_problem(path, slot)
             if problem:
                 return problem
+            headers[slot] = read_metadata(path)
+        try:  # the recorded base against the expert input: refused before anything runs
+            check_expert(files_base(headers), expert or "auto", lora_name if "lora" in headers else gates_name)
+        except AnyCrowdError as e:
+            return str(e)
         return True
 
     @classmethod
-    def IS_CHANGED(cls, model=None, lora_name=None, gates_name=None, strength_model=None):
+    def IS_CHANGED(cls, model=None, lora_name=None, gates_name=None, strength_model=None, expert=None):
         # Retraining overwrites <name>_lora.safetensors under the same name: re-run when a file changes.
         stamps = []
         for folder, name in ((LORA_FOLDER, lora_name), (GATES_FOLDER, gates_name)):
@@ -249,21 +277,28 @@ class AnyCrowdLoadAdapter:
                 stamps.append(name)
         return repr(stamps)
 
-    def load(self, model, lora_name, gates_name, strength_model=1.0):
+    def load(self, model, lora_name, gates_name, strength_model=1.0, expert="auto"):
         size = model_size(model)
         strength_model = finite_number(strength_model, "strength_model",
                                        fix="Use 1.0 (as trained), or 0 to apply no LoRA.")
+        if expert not in EXPERT_CHOICES:
+            raise AnyCrowdError(f"expert {expert!r} is not available: choose one of {', '.join(EXPERT_CHOICES)}.")
         lora_path, gates_path = full_path(LORA_FOLDER, lora_name), full_path(GATES_FOLDER, gates_name)
         for slot, path in (("lora", lora_path), ("gates", gates_path)):
             problem = path and _format_problem(path, slot)
             if problem:
                 raise AnyCrowdError(problem)
         files = self._read(lora_path, gates_path, size)
-        info, warnings = adapter_info(files, lora_name, gates_name, strength_model)
+        base = files_base(files.metadata)
+        name = lora_name if lora_path is not None else gates_name
+        is_expert = check_expert(base, expert, name)
+        family = base.family if base is not None else ("wan2.2-vace-fun" if expert != "auto" else "unknown")
+        earlier = (model.model_options.get("transformer_options", {}).get(ADAPTER_KEY) or {})
+        check_same_model(earlier, family, is_expert, name)
+        info, warnings = adapter_info(files, lora_name, gates_name, strength_model, is_expert)
         for w in warnings:
             logging.warning("AnyCrowd Load Adapter: %s", w)
         shifted = trained_with_shifted_rope(files)
-        earlier = (model.model_options.get("transformer_options", {}).get(ADAPTER_KEY) or {})
         if earlier and bool(earlier.get("shifted_rope")) != shifted:
             raise AnyCrowdError(
                 f"This model already carries the AnyCrowd adapter {earlier.get('lora')!r}, trained with shifted RoPE "
@@ -274,11 +309,14 @@ class AnyCrowdLoadAdapter:
         out = model
         if files.lora is not None and strength_model != 0:
             out = apply_lora(model, files.lora, strength_model)
-        if shifted:  # a stock-positions adapter leaves the model as it is (patch_model's default)
+        if shifted or family != "unknown":  # else the model stays as it is (patch_model's default)
             out = out.clone() if out is model else out
-            # read by patch_model: the reference frames take the positions the adapter was trained with
+            # shifted_rope is read by patch_model (the reference frames take the positions the adapter
+            # was trained with); family / expert by AnyCrowd Sampler and by a second Load Adapter
             out.model_options.setdefault("transformer_options", {})[ADAPTER_KEY] = {
-                "shifted_rope": shifted, "lora": lora_name, "gates": gates_name}
+                "shifted_rope": shifted, "lora": lora_name if lora_path else None, "gates": gates_name if gates_path else None,
+                "family": family if family != "unknown" else earlier.get("family", "unknown"),
+                "expert": is_expert if is_expert != "unknown" else earlier.get("expert", "unknown")}
         return (out, files.gates, info)
 
     def _read(self, lora_path, gates_path, size) -> AdapterFiles:

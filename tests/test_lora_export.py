@@ -186,3 +186,73 @@ def test_comfyui_loader_maps_every_key_and_matches_our_merged_model(tmp_path):
         got = merge_lora(ours, lora)(**inputs)
     assert (theirs - plain).abs().max() > 1e-3
     assert torch.allclose(got, theirs, atol=1e-4), float((got - theirs).abs().max())
+
+
+# --- the recorded base (training.adapter_base) ------------------------------------------------
+
+def test_files_record_their_base_family_size_expert_and_checkpoint(tmp_path):
+    from training.adapter_base import AdapterBase, adapter_base
+
+    cfg = PRESETS["14b"]
+    base = adapter_base(cfg, "wan2.2-vace-fun", "high_noise", "/models/wan2.2_vace_fun_high_noise_14B_bf16.safetensors")
+    one = {"blocks.0.self_attn.q": LoraWeights(A=torch.zeros(1, cfg.dim), B=torch.zeros(cfg.dim, 1), alpha=1.0)}
+    lora = save_lora(tmp_path / "x_lora.safetensors", one, cfg, rank=1, alpha=1.0, base=base)
+    gates = save_gates(tmp_path / "x_gates.safetensors", GateBank(cfg.dim, cfg.num_layers, cfg.vace_layers, 4), cfg,
+                       base=base)
+    for path in (lora, gates):
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+        assert {k: meta[k] for k in ("base_family", "base_size", "base_expert", "base_checkpoint", "base_model")} == {
+            "base_family": "wan2.2-vace-fun", "base_size": "A14B", "base_expert": "high_noise",
+            "base_checkpoint": "wan2.2_vace_fun_high_noise_14B_bf16.safetensors", "base_model": "wan2.2-vace-fun-a14b"}
+        assert AdapterBase.from_metadata(meta) == base
+    assert base.describe() == "Wan 2.2 VACE-Fun A14B, high-noise expert (wan2.2_vace_fun_high_noise_14B_bf16.safetensors)"
+    assert adapter_base(PRESETS["1.3b"], checkpoint="random-1.3b").metadata() == {
+        "base_family": "wan2.1-vace", "base_size": "1.3B", "base_expert": "none", "base_checkpoint": "random-1.3b"}
+    assert adapter_base(tiny_config(), "wan2.2-vace-fun", "low_noise").size == "custom"
+
+
+def test_files_without_a_recorded_base_read_as_unrecorded(tmp_path):
+    from training.adapter_base import AdapterBase, files_base
+
+    cfg = tiny_config()
+    path = save_lora(tmp_path / "old_lora.safetensors", random_lora(fresh_model(cfg), cfg), cfg, rank=4, alpha=4.0)
+    loaded = load_adapter_files(path, None, cfg)
+    assert "base_family" not in loaded.metadata["lora"] and loaded.metadata["lora"]["base_model"] == "custom"
+    assert AdapterBase.from_metadata(loaded.metadata["lora"]) is None and files_base(loaded.metadata) is None
+
+
+def test_a_base_that_cannot_exist_is_refused():
+    from training.adapter_base import AdapterBase
+
+    with pytest.raises(AnyCrowdError, match="trained for one expert"):
+        AdapterBase("wan2.2-vace-fun", "A14B", "none", "")
+    with pytest.raises(AnyCrowdError, match="Wan 2.1 VACE has none"):
+        AdapterBase("wan2.1-vace", "14B", "low_noise", "")
+    with pytest.raises(AnyCrowdError, match="damaged"):
+        AdapterBase.from_metadata({"base_family": "wan3", "base_expert": "none"})
+
+
+def test_a_size_mismatch_names_the_recorded_base(tmp_path):
+    from training.adapter_base import adapter_base
+
+    cfg = tiny_config()
+    base = adapter_base(cfg, "wan2.2-vace-fun", "low_noise", "tiny_low.safetensors")
+    path = save_lora(tmp_path / "x_lora.safetensors", random_lora(fresh_model(cfg), cfg), cfg, rank=4, alpha=4.0,
+                     base=base)
+    with pytest.raises(AnyCrowdError, match=r"trained for Wan 2\.2 VACE-Fun custom, low-noise expert \(tiny_low"
+                                            r"\.safetensors\) \(dim 64, 4 blocks, 2 VACE blocks\)"):
+        load_adapter_files(path, None, tiny_config(dim=128, num_heads=4))
+
+
+def test_the_trainer_writes_the_base_of_its_config_into_both_files(tmp_path):
+    from test_training_run import config, make_samples
+    from training.adapter_base import AdapterBase
+    from training.trainer import Trainer
+
+    cfg = config(tmp_path, "train.max_steps=1", "model.family=wan2.2-vace-fun", "model.expert=low_noise")
+    Trainer(cfg, dataset=make_samples(1)).train()
+    for name in ("anycrowd_lora.safetensors", "anycrowd_gates.safetensors"):
+        with safe_open(str(tmp_path / name), framework="pt") as f:
+            assert AdapterBase.from_metadata(f.metadata()) == AdapterBase("wan2.2-vace-fun", "custom", "low_noise",
+                                                                          "random-tiny")

@@ -120,12 +120,14 @@ def test_node_is_registered_through_the_pack_with_its_sockets():
 
 def test_every_input_has_a_tooltip_and_matches_the_function():
     types_ = Node.INPUT_TYPES()
-    assert set(types_) == {"required"}
+    assert set(types_) == {"required", "optional"} and set(types_["optional"]) == {"expert"}
+    declared = {**types_["required"], **types_["optional"]}
     params = inspect.signature(Node.load).parameters
-    assert set(types_["required"]) == {p for p in params if p != "self"}
-    for name, decl in types_["required"].items():
+    assert set(declared) == {p for p in params if p != "self"}
+    assert params["expert"].default == types_["optional"]["expert"][1]["default"] == "auto"
+    for name, decl in declared.items():
         assert decl[1]["tooltip"], name
-    assert set(inspect.signature(Node.VALIDATE_INPUTS).parameters) <= set(types_["required"])
+    assert set(inspect.signature(Node.VALIDATE_INPUTS).parameters) <= set(declared)
     assert types_["required"]["strength_model"][1]["default"] == 1.0
 
 
@@ -303,3 +305,93 @@ def test_a_rewritten_gates_file_is_read_again(fp, tmp_path):
     os.utime(path, ns=(1, 1))
     second = node.load(fake_model(), "None", "run_gates.safetensors", 1.0)[1]
     assert not torch.equal(second.state_dict()["dit.0.fc1.weight"], first.state_dict()["dit.0.fc1.weight"])
+
+
+# --- the recorded base: family, size, expert (training.adapter_base) ---------------------------
+
+def write_based(root: Path, name: str, family="wan2.2-vace-fun", expert="high_noise", gates_expert=None):
+    """A tiny adapter (LoRA + gates) that records its base, as `python -m training.run` writes it."""
+    from training.adapter_base import adapter_base
+
+    cfg = tiny_config()
+    save_lora(root / "loras" / f"{name}_lora.safetensors", tiny_lora(cfg), cfg, rank=2, alpha=2.0, extra=EXTRA,
+              base=adapter_base(cfg, family, expert, f"{name}_base.safetensors"))
+    save_gates(root / "anycrowd_gates" / f"{name}_gates.safetensors", tiny_gates(cfg), cfg, extra=EXTRA,
+               base=adapter_base(cfg, family, gates_expert or expert, f"{name}_base.safetensors"))
+
+
+def record(model) -> dict:
+    return model.model_options["transformer_options"].get(nodes.comfy_patch.ADAPTER_KEY) or {}
+
+
+def test_an_expert_adapter_marks_the_model_as_that_expert_and_says_what_it_was_trained_on(fp, tmp_path):
+    write_based(tmp_path / "models", "high")
+    model = fake_model()
+    out, _, info = Node().load(model, "None", "high_gates.safetensors", 1.0, "auto")
+    assert out is not model and record(model) == {}
+    assert (record(out)["family"], record(out)["expert"], record(out)["gates"]) == ("wan2.2-vace-fun", "high_noise",
+                                                                                   "high_gates.safetensors")
+    assert "trained on: Wan 2.2 VACE-Fun custom, high-noise expert (high_base.safetensors)" in info
+    assert "the Wan 2.2 VACE-Fun A14B high-noise expert" in info
+    assert record(Node().load(model, "None", "high_gates.safetensors", 1.0, "high_noise")[0])["expert"] == "high_noise"
+
+
+def test_an_adapter_for_the_other_expert_is_refused_early_and_at_run_time(fp, tmp_path):
+    write_based(tmp_path / "models", "low", expert="low_noise")
+    msg = Node.VALIDATE_INPUTS("low_lora.safetensors", "low_gates.safetensors", "high_noise")
+    assert "trained for the low-noise expert" in msg and "this node's expert is high_noise" in msg
+    assert "second AnyCrowd Load Adapter" in msg
+    with pytest.raises(AnyCrowdError, match="trained for the low-noise expert.*expert is high_noise"):
+        Node().load(fake_model(), "None", "low_gates.safetensors", 1.0, "high_noise")
+    assert Node.VALIDATE_INPUTS("low_lora.safetensors", "low_gates.safetensors", "low_noise") is True
+
+
+def test_a_wan21_adapter_is_refused_on_a_declared_wan22_expert(fp, tmp_path):
+    write_based(tmp_path / "models", "w21", family="wan2.1-vace", expert="none")
+    msg = Node.VALIDATE_INPUTS("None", "w21_gates.safetensors", "low_noise")
+    assert "trained on Wan 2.1 VACE custom (w21_base.safetensors), but expert is low_noise" in msg
+    with pytest.raises(AnyCrowdError, match="set expert to auto for a Wan 2.1 VACE model"):
+        Node().load(fake_model(), "None", "w21_gates.safetensors", 1.0, "low_noise")
+    out = Node().load(fake_model(), "None", "w21_gates.safetensors", 1.0, "auto")[0]
+    assert (record(out)["family"], record(out)["expert"]) == ("wan2.1-vace", "none")
+
+
+def test_one_adapter_per_expert_a_second_for_the_other_expert_on_the_same_model_is_refused(fp, tmp_path):
+    write_based(tmp_path / "models", "high")
+    write_based(tmp_path / "models", "low", expert="low_noise")
+    write_based(tmp_path / "models", "w21", family="wan2.1-vace", expert="none")
+    high = Node().load(fake_model(), "None", "high_gates.safetensors", 1.0, "auto")[0]
+    with pytest.raises(AnyCrowdError, match="already carries 'high_gates.safetensors' for the high-noise expert.*"
+                                            "one model is one expert"):
+        Node().load(high, "None", "low_gates.safetensors", 1.0, "auto")
+    with pytest.raises(AnyCrowdError, match="adapters for different base models cannot be stacked"):
+        Node().load(high, "None", "w21_gates.safetensors", 1.0, "auto")
+    # the same expert twice (e.g. two LoRAs trained on it) and each expert on its own model are fine
+    assert record(Node().load(high, "None", "high_gates.safetensors", 1.0, "auto")[0])["expert"] == "high_noise"
+    low = Node().load(fake_model(), "None", "low_gates.safetensors", 1.0, "low_noise")[0]
+    assert record(low)["expert"] == "low_noise" and record(high)["expert"] == "high_noise"
+
+
+def test_lora_and_gates_trained_for_different_experts_are_refused(fp, tmp_path):
+    write_based(tmp_path / "models", "mixed", expert="high_noise", gates_expert="low_noise")
+    with pytest.raises(AnyCrowdError, match="LoRA was trained on .*high-noise expert.* but the gates on .*low-noise"):
+        Node().load(fake_model(), "mixed_lora.safetensors", "mixed_gates.safetensors", 0.0, "auto")
+    assert "different runs" in Node.VALIDATE_INPUTS("mixed_lora.safetensors", "mixed_gates.safetensors", "auto")
+
+
+def test_old_adapters_without_a_recorded_base_still_load_and_say_the_base_is_unrecorded(fp, tmp_path):
+    write_adapter(tmp_path / "models", tiny_config())  # written as before bases were recorded
+    for expert in ("auto", "high_noise", "low_noise"):
+        assert Node.VALIDATE_INPUTS("run_lora.safetensors", "run_gates.safetensors", expert) is True
+    model = fake_model()
+    out, gates, info = Node().load(model, "None", "run_gates.safetensors", 1.0, "auto")
+    assert out is model and gates is not None  # nothing known to record
+    assert "trained on: unrecorded (written before adapters recorded their base)" in info
+    declared = Node().load(model, "None", "run_gates.safetensors", 1.0, "low_noise")[0]
+    assert (record(declared)["family"], record(declared)["expert"]) == ("wan2.2-vace-fun", "low_noise")
+
+
+def test_an_unknown_expert_choice_is_refused_in_words(fp):
+    assert "expert 'medium' is not available" in Node.VALIDATE_INPUTS("None", "None", "medium")
+    with pytest.raises(AnyCrowdError, match="choose one of auto, high_noise, low_noise"):
+        Node().load(fake_model(), "None", "None", 1.0, "medium")

@@ -109,3 +109,22 @@ def test_cli_check_validates_only(capsys):
     assert "config OK" in capsys.readouterr().out
     assert main(["--config", "training/configs/tiny.yaml", "--check", "optim.lrr=1"]) == 2
     assert "Did you mean 'optim.lr'" in capsys.readouterr().err
+
+
+def test_family_and_expert_name_the_base_and_must_fit_together(tmp_path):
+    cfg = load_config(None, [PROC, "model.family=wan2.2-vace-fun", "model.expert=high_noise"])
+    assert (cfg.model.family, cfg.model.expert) == ("wan2.2-vace-fun", "high_noise")
+    # labels of the base model.base names: a finished run's hash (and so its resume) does not change
+    assert cfg.hash() == load_config(None, [PROC]).hash()
+    assert (load_config(None, [PROC]).model.family, load_config(None, [PROC]).model.expert) == ("wan2.1-vace", "none")
+    with pytest.raises(AnyCrowdError, match="set 'model.expert' to high_noise or low_noise"):
+        load_config(None, [PROC, "model.family=wan2.2-vace-fun"])
+    with pytest.raises(AnyCrowdError, match="Wan 2.1 VACE has no experts"):
+        load_config(None, [PROC, "model.expert=low_noise"])
+    with pytest.raises(AnyCrowdError, match=r"'model.family' is 'wan2.2'; choose one of wan2.1-vace, wan2.2-vace-fun"):
+        load_config(None, [PROC, "model.family=wan2.2"])
+    path = tmp_path / "small.safetensors"
+    save_file({k: v.contiguous() for k, v in random_state_dict(tiny_config(), seed=0).items()}, str(path))
+    with pytest.raises(AnyCrowdError, match="Wan 2.2 VACE-Fun A14B experts have the 14B shapes"):
+        load_config(None, [PROC, f"model.base={path}", "model.num_heads=4", "model.family=wan2.2-vace-fun",
+                           "model.expert=low_noise"])

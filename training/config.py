@@ -50,9 +50,15 @@ class ModelConfig:
     model does not do it, so an adapter trained with it needs an inference path that does).
     training: lora (LoRA + gates on a frozen base, the AnyCrowd fine-tune) | full (every
     base weight trains, e.g. a miniature base from scratch; no LoRA; exports the model).
+    family: wan2.1-vace | wan2.2-vace-fun; expert: none (Wan 2.1 VACE) | high_noise | low_noise
+    (which Wan 2.2 VACE-Fun A14B expert `base` is). Both are written into the adapter's metadata
+    (training.adapter_base), so AnyCrowd Load Adapter can refuse it on another base: an A14B
+    expert has the 14B shapes, so its family and expert cannot be read from the file.
     """
 
     base: str = "random-tiny"
+    family: str = "wan2.1-vace"
+    expert: str = "none"
     training: str = "lora"
     num_heads: int | None = None
     dtype: str = "fp32"
@@ -206,6 +212,8 @@ class RunConfig:
         train.max_steps are excluded, so a finished run can be resumed to train longer."""
         d = self.to_dict()
         d.pop("output")
+        for k in ("family", "expert"):  # labels of the base that model.base already names
+            d["model"].pop(k)
         for k in ("max_steps", "log_every", "val_every", "checkpoint_every", "keep_checkpoints", "progress", "tensorboard"):
             d["train"].pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -437,6 +445,7 @@ def validate(cfg: RunConfig, *, check_files: bool = True) -> None:
         raise AnyCrowdError("model.training=full trains every base weight: use model.dtype=fp32 "
                             "(train.mixed_precision=bf16 for speed on a GPU).")
     _choice(m.agf, ("gated", "mean", "max"), "model.agf")
+    _check_family(m)
     _range(m.gate_hidden, 1, None, "model.gate_hidden")
     _range(m.vace_strength, 0, None, "model.vace_strength")
     _range(lo.rank, 1, None, "lora.rank")
@@ -484,7 +493,15 @@ def validate(cfg: RunConfig, *, check_files: bool = True) -> None:
     if not cfg.output.name.strip():
         raise AnyCrowdError("'output.name' must not be empty.")
     if check_files:
-        check_base(m)
+        from .adapter_base import size_label
+
+        shapes = check_base(m)
+        if m.family == "wan2.2-vace-fun" and m.base not in RANDOM_BASES and size_label(shapes) != "14B":
+            raise AnyCrowdError(
+                f"'model.family' is wan2.2-vace-fun, but model.base {m.base!r} has dim {shapes.dim} with "
+                f"{shapes.num_layers} blocks and {shapes.vace_layers} VACE blocks: Wan 2.2 VACE-Fun A14B experts have "
+                "the 14B shapes (dim 5120, 40 blocks). Give the high- or low-noise expert file, or model.family=wan2.1-vace."
+            )
         if d.source == "cache":
             if not d.cache_dir:
                 raise AnyCrowdError(
@@ -513,6 +530,19 @@ def _check_scene_data(sc: SceneDataConfig) -> None:
     _range(sc.min_characters, 1, None, "data.scenes.min_characters")
     _range(sc.max_characters, sc.min_characters, None, "data.scenes.max_characters")
     _range(sc.cross_driven, 0, 1, "data.scenes.cross_driven")
+
+
+def _check_family(m: ModelConfig) -> None:
+    from .adapter_base import EXPERTS, FAMILIES
+
+    _choice(m.family, tuple(FAMILIES), "model.family")
+    _choice(m.expert, tuple(EXPERTS), "model.expert")
+    if m.family == "wan2.2-vace-fun" and m.expert == "none":
+        raise AnyCrowdError("'model.family' is wan2.2-vace-fun: set 'model.expert' to high_noise or low_noise (the "
+                            "A14B expert file that model.base is); each expert trains its own adapter.")
+    if m.family == "wan2.1-vace" and m.expert != "none":
+        raise AnyCrowdError(f"'model.expert' is {m.expert}, but Wan 2.1 VACE has no experts: set "
+                            "'model.family=wan2.2-vace-fun' for a Wan 2.2 VACE-Fun A14B expert, or 'model.expert=none'.")
 
 
 def check_base(m: ModelConfig):

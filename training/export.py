@@ -2,7 +2,8 @@
 
 LoRA keys: `diffusion_model.<module path>.lora_A.weight` / `.lora_B.weight` / `.alpha`
 (ComfyUI's "diffusers2" LoRA format, mapped by comfy.lora.model_lora_keys_unet). Gates:
-the GateBank state dict. Both carry metadata naming the base model size they fit.
+the GateBank state dict. Both carry metadata naming the base model size they fit and, since
+adapters record their base (training.adapter_base), its family, size, expert and checkpoint.
 No peft import here: this module is also used by the ComfyUI node AnyCrowdLoadAdapter.
 """
 
@@ -24,23 +25,30 @@ from anycrowd_core.wan import PRESETS, WanVaceConfig
 from anycrowd_core.wan.lora_merge import LORA_PREFIX as PREFIX
 from anycrowd_core.wan.lora_merge import lora_modules, merge_lora  # noqa: F401  (public here too)
 
+from .adapter_base import AdapterBase
+
 FORMAT_VERSION = "1"
 LORA_FORMAT = "anycrowd-lora"
 GATES_FORMAT = "anycrowd-gates"
 SIZE_KEYS = ("dim", "num_layers", "vace_layers")  # what makes an adapter fit a model
 
 
-def base_model_name(cfg: WanVaceConfig) -> str:
-    """'wan2.1-vace-1.3b' / 'wan2.1-vace-14b' for the released sizes, else 'custom'."""
+def base_model_name(cfg: WanVaceConfig, base: AdapterBase | None = None) -> str:
+    """'wan2.1-vace-1.3b' / 'wan2.1-vace-14b' for the released sizes ('wan2.2-vace-fun-a14b'
+    for a Wan 2.2 VACE-Fun expert's base), else 'custom'."""
     for key, preset in PRESETS.items():
         if all(getattr(cfg, f) == getattr(preset, f) for f in ("dim", "ffn_dim", "num_layers", "vace_layers")):
+            if base is not None and base.family == "wan2.2-vace-fun":
+                return f"wan2.2-vace-fun-a{key}"
             return f"wan2.1-vace-{key}"
     return "custom"
 
 
-def model_metadata(cfg: WanVaceConfig) -> dict[str, str]:
+def model_metadata(cfg: WanVaceConfig, base: AdapterBase | None = None) -> dict[str, str]:
+    """Shapes of the base model (what an adapter must fit) and, when given, its recorded base."""
     return {
-        "base_model": base_model_name(cfg),
+        **(base.metadata() if base is not None else {}),
+        "base_model": base_model_name(cfg, base),
         "dim": str(cfg.dim),
         "ffn_dim": str(cfg.ffn_dim),
         "num_heads": str(cfg.num_heads),
@@ -62,12 +70,13 @@ def lora_state_dict(weights: Mapping[str, "object"]) -> dict[str, Tensor]:
 
 
 def save_lora(path: str | os.PathLike, weights: Mapping[str, "object"], model_cfg: WanVaceConfig,
-              *, rank: int, alpha: float, config_hash: str = "", extra: Mapping[str, str] | None = None) -> Path:
-    """Write the LoRA safetensors (atomically) with metadata."""
+              *, rank: int, alpha: float, config_hash: str = "", extra: Mapping[str, str] | None = None,
+              base: AdapterBase | None = None) -> Path:
+    """Write the LoRA safetensors (atomically) with metadata (`base`: what it was trained on)."""
     meta = {
         "format": LORA_FORMAT,
         "format_version": FORMAT_VERSION,
-        **model_metadata(model_cfg),
+        **model_metadata(model_cfg, base),
         "rank": str(rank),
         "alpha": str(alpha),
         "config_hash": config_hash,
@@ -78,13 +87,14 @@ def save_lora(path: str | os.PathLike, weights: Mapping[str, "object"], model_cf
 
 
 def save_gates(path: str | os.PathLike, gates: GateBank, model_cfg: WanVaceConfig,
-               *, config_hash: str = "", extra: Mapping[str, str] | None = None) -> Path:
-    """Write the GateBank state dict (float32) with metadata."""
+               *, config_hash: str = "", extra: Mapping[str, str] | None = None,
+               base: AdapterBase | None = None) -> Path:
+    """Write the GateBank state dict (float32) with metadata (`base`: what it was trained on)."""
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in gates.state_dict().items()}
     meta = {
         "format": GATES_FORMAT,
         "format_version": FORMAT_VERSION,
-        **model_metadata(model_cfg),
+        **model_metadata(model_cfg, base),
         "gate_hidden": str(gates.hidden),
         "dit_gates": str(len(gates.dit)),
         "vace_gates": str(len(gates.vace)),
@@ -95,11 +105,11 @@ def save_gates(path: str | os.PathLike, gates: GateBank, model_cfg: WanVaceConfi
 
 
 def save_full_model(path: str | os.PathLike, model: nn.Module, *, config_hash: str = "",
-                    extra: Mapping[str, str] | None = None) -> Path:
+                    extra: Mapping[str, str] | None = None, base: AdapterBase | None = None) -> Path:
     """Write a fully trained Wan 2.1 VACE model (model.training=full) as a checkpoint that
     `load_wan_vace` and ComfyUI load: official key names, float32, with metadata."""
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": "anycrowd-full-model", "format_version": FORMAT_VERSION, **model_metadata(model.config),
+    meta = {"format": "anycrowd-full-model", "format_version": FORMAT_VERSION, **model_metadata(model.config, base),
             "config_hash": config_hash, **{k: str(v) for k, v in (extra or {}).items()}}
     return _atomic_save(Path(path), tensors, meta)
 
@@ -150,6 +160,12 @@ def _size_of(model_config) -> dict[str, int]:
 def _describe(size: Mapping, name: str | None = None) -> str:
     label = name if name and name != "custom" else "a Wan 2.1 VACE model"
     return f"{label} (dim {size['dim']}, {size['num_layers']} blocks, {size['vace_layers']} VACE blocks)"
+
+
+def _trained_on(meta: Mapping) -> str | None:
+    """The recorded base in words (None for a file that does not record it)."""
+    base = AdapterBase.from_metadata(meta)
+    return None if base is None else base.describe()
 
 
 def _read(path, kind: str, expected_format: str) -> tuple[dict[str, Tensor], dict]:
@@ -204,7 +220,7 @@ def _check_size(meta: dict, want: dict, path, kind: str) -> None:
         raise AnyCrowdError(f"{Path(path).name}: the {kind} file lacks its base-model size in the metadata; re-export it.") from None
     if have != want:
         raise AnyCrowdError(
-            f"The AnyCrowd {kind} {Path(path).name} was trained for {_describe(have, meta.get('base_model'))}, "
+            f"The AnyCrowd {kind} {Path(path).name} was trained for {_describe(have, _trained_on(meta) or meta.get('base_model'))}, "
             f"but the loaded model is {_describe(want)}. Load the adapter trained for this model size "
             "(or load the Wan 2.1 VACE model it was trained on)."
         )

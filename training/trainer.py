@@ -685,6 +685,7 @@ class Trainer:
     def export(self, folder: Path) -> dict[str, Path]:
         """Write `<name>_lora.safetensors` (+ `<name>_gates.safetensors`) into `folder` (main
         process); with model.training=full the whole model as `<name>.safetensors` instead."""
+        from .adapter_base import adapter_base
         from .export import save_full_model, save_gates, save_lora
 
         if not self.accelerator.is_main_process:
@@ -694,15 +695,18 @@ class Trainer:
                  "targets": ",".join(cfg.lora.targets), "branches": ",".join(cfg.lora.branches),
                  "shifted_rope": str(cfg.model.shifted_rope).lower()}
         folder, name, config_hash = Path(folder), cfg.output.name, cfg.hash()
+        # what the adapter was trained on, for AnyCrowd Load Adapter's family / expert checks
+        base = adapter_base(self.wan_cfg, cfg.model.family, cfg.model.expert, cfg.model.base)
         if cfg.model.training == "full":
             out = {"model": save_full_model(folder / f"{name}.safetensors", module.wan, config_hash=config_hash,
-                                            extra=extra)}
+                                            extra=extra, base=base)}
         else:
             out = {"lora": save_lora(folder / f"{name}_lora.safetensors", lora_weights(module.wan), self.wan_cfg,
-                                     rank=cfg.lora.rank, alpha=cfg.lora.alpha, config_hash=config_hash, extra=extra)}
+                                     rank=cfg.lora.rank, alpha=cfg.lora.alpha, config_hash=config_hash, extra=extra,
+                                     base=base)}
         if module.gates is not None:
             out["gates"] = save_gates(folder / f"{name}_gates.safetensors", module.gates, self.wan_cfg,
-                                      config_hash=config_hash, extra=extra)
+                                      config_hash=config_hash, extra=extra, base=base)
         return out
 
 
