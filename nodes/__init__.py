@@ -55,6 +55,9 @@ NODE_SPECS = (
              (TRACKS, "IMAGE", "IMAGE"), ("tracks", "pose_video", "preview")),
     NodeSpec("AnyCrowdMasksFromPoses", ".node_pose", "AnyCrowd Masks From Poses (GrabCut)", "AnyCrowd/pose",
              ("MASK", "IMAGE"), ("masks", "preview")),
+    NodeSpec("AnyCrowdIdentityMasks", ".node_identity_masks", "AnyCrowd Identity Masks (SCAIL-2 colours / SAM3)",
+             "AnyCrowd/pose", ("MASK", TRACKS, "STRING", "MASK", "IMAGE", "IMAGE"),
+             ("reference_masks", "tracks", "binding", "track_masks", "mask_video", "preview")),
     # long-video and face-control nodes
     NodeSpec("AnyCrowdFaceControl", ".node_face_control", "AnyCrowd Face Control (X-Dyna)", "AnyCrowd/conditioning",
              ("CONDITIONING", "CONDITIONING", "IMAGE"), ("positive", "negative", "face_video")),

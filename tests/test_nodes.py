@@ -23,7 +23,7 @@ nodes = pack.nodes
 # Every class key the issues name (workflows and other packs rely on them), in registration order.
 KEYS = (
     "AnyCrowdInstanceDecoupler", "AnyCrowdIILREncode", "AnyCrowdTSDAPatch", "AnyCrowdSampler", "AnyCrowdCumulativeCFG",
-    "AnyCrowdPoseExtractor", "AnyCrowdPoseFromKeypoints", "AnyCrowdMasksFromPoses",
+    "AnyCrowdPoseExtractor", "AnyCrowdPoseFromKeypoints", "AnyCrowdMasksFromPoses", "AnyCrowdIdentityMasks",
     "AnyCrowdFaceControl", "AnyCrowdLongVideoSampler", "AnyCrowdLoadAdapter", "AnyCrowdMiniLoader",
 )
 
