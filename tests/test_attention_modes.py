@@ -2,6 +2,8 @@
 (docs/tsda.md), masked equals global where the binding allows everything, the hook's
 dispatch and errors, and no `L x L` tensor is ever built."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -205,3 +207,80 @@ def test_token_count_mismatch_names_the_layout_and_the_fix(layer):
 def test_bad_hook_settings_are_rejected(kwargs, match):
     with pytest.raises(AnyCrowdError, match=match):
         AnyCrowdAttention(random_scene(0, 2), **kwargs)
+
+
+# --- host plug points: `attend` (a host's attention function) and `after_attention` ---------
+
+def recording_attend(calls):
+    from anycrowd_core.attention import sdpa
+
+    def attend(q, k, v):
+        calls.append((q.shape[1], k.shape[1]))
+        return sdpa(q, k, v)
+
+    return attend
+
+
+@pytest.mark.parametrize("mode", ["global", "masked", "tsda"])
+def test_every_attention_group_runs_through_the_injected_attend(layer, mode):
+    layout = random_scene(6, 3)
+    x = torch.randn(2, layout.num_tokens, DIM)
+    hook = AnyCrowdAttention(layout, mode=mode, agf="gated", gates=nontrivial_gates(6))
+    calls = []
+    ops = dataclasses.replace(layer.ops("dit", 1), attend=recording_attend(calls))
+    assert torch.equal(hook(x, ops), hook(x, layer.ops("dit", 1)))  # default attend is sdpa
+    if mode == "global":
+        assert calls == [(layout.num_tokens, layout.num_tokens)]
+    elif mode == "masked":  # one call per query group; the groups partition the sequence
+        plan = hook._plan("masked", x.device)
+        assert len(calls) == len(plan.segments) and sum(q for q, _ in calls) == layout.num_tokens
+    else:  # stages 1/2 per segment, then stage 3 over the video tokens
+        plan = hook._plan("tsda", x.device)
+        assert len(calls) == len(plan.segments) + 1
+        assert calls[-1] == (layout.num_video_tokens, layout.num_video_tokens)
+
+
+@pytest.mark.parametrize("mode", ["global", "masked", "tsda"])
+def test_after_attention_gets_the_whole_sequence_before_o(layer, mode):
+    layout = random_scene(7, 3)
+    x = torch.randn(2, layout.num_tokens, DIM)
+    hook = AnyCrowdAttention(layout, mode=mode, agf="mean")
+    seen = []
+
+    def zero(o, q, k):
+        seen.append((o.shape, q, k))
+        return torch.zeros_like(o)
+
+    out = hook(x, dataclasses.replace(layer.ops("vace", 0), after_attention=zero))
+    (shape, q, k), = seen
+    q0, k0, _ = layer.ops("vace", 0).qkv(x)
+    assert shape == (2, layout.num_tokens, HEADS, DIM // HEADS)
+    assert torch.equal(q, q0) and torch.equal(k, k0)  # the q, k of the layer's input
+    assert torch.equal(out, layer.out(torch.zeros(2, layout.num_tokens, HEADS, DIM // HEADS)))
+
+
+@pytest.mark.parametrize("mode", ["global", "masked", "tsda"])
+def test_identity_after_attention_keeps_the_output(layer, mode):
+    layout = random_scene(8, 4)
+    x = torch.randn(1, layout.num_tokens, DIM)
+    hook = AnyCrowdAttention(layout, mode=mode, agf="gated", gates=nontrivial_gates(8))
+    plain = hook(x, layer.ops("dit", 0))
+    same = hook(x, dataclasses.replace(layer.ops("dit", 0), after_attention=lambda o, q, k: o))
+    torch.testing.assert_close(same, plain, atol=1e-6, rtol=1e-6)
+
+
+def test_gate_copy_on_the_activations_device_is_used(layer):
+    """Multi-GPU: the layers use the copy of the gates on their own device, not the original."""
+    layout = random_scene(9, 3)
+    x = torch.randn(1, layout.num_tokens, DIM)
+    copy_ = nontrivial_gates(9)
+    original = nontrivial_gates(10).to("meta")  # casting meta weights to the CPU would fail
+    hook = AnyCrowdAttention(layout, mode="tsda", agf="gated", gates=original)
+    hook.add_gate_copy(copy_)
+    want = AnyCrowdAttention(layout, mode="tsda", agf="gated", gates=copy_)(x, layer.ops("dit", 1))
+    assert torch.equal(hook(x, layer.ops("dit", 1)), want)
+    del copy_, want
+    import gc
+
+    gc.collect()
+    assert len(hook._gate_copies) == 0  # held weakly: the host owns the copy

@@ -6,6 +6,7 @@ Same object for headless sampling, ComfyUI's patched layers and training (AGF lo
 
 from __future__ import annotations
 
+import weakref
 from typing import Sequence
 
 import torch
@@ -66,10 +67,24 @@ class AnyCrowdAttention:
         self._layouts: dict[torch.device, TokenLayout] = {}
         self._losses: list[Tensor] = []
         self._sealed = False
+        self._gate_copies: weakref.WeakSet[GateBank] = weakref.WeakSet()
 
     def __deepcopy__(self, memo):
         # ComfyUI deep-copies transformer_options on every model clone; one run, one hook
         return self
+
+    def add_gate_copy(self, gates: GateBank) -> None:
+        """Register a copy of `gates` that a host loads on another device (ComfyUI's multi-GPU
+        deep clones): layers running there use it instead of casting `gates` on every call.
+        Held weakly: the copy lives as long as the host keeps it."""
+        self._gate_copies.add(gates)
+
+    def _gates_on(self, device: torch.device) -> GateBank:
+        for bank in (self.gates, *self._gate_copies):
+            p = next(bank.parameters(), None)
+            if p is not None and p.device == device:
+                return bank
+        return self.gates  # GatingBlock casts its parameters to the activations' device
 
     def _plan(self, kind: str, device: torch.device):
         key = (kind, device)
@@ -94,7 +109,8 @@ class AnyCrowdAttention:
             )
         if self.mode == "masked":
             return masked_attention(x, ops, self._plan("masked", x.device))
-        gate = self.gates.gate(ops.branch, ops.index) if (self.agf == "gated" and self.gates is not None) else None
+        gated = self.agf == "gated" and self.gates is not None
+        gate = self._gates_on(x.device).gate(ops.branch, ops.index) if gated else None
         plan = self._plan("tsda", x.device)
         out, logw = tsda_attention(x, ops, plan, self.agf, gate)
         if self.record_agf_loss and logw is not None:

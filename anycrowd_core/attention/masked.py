@@ -1,6 +1,6 @@
 """Training-free `masked` attention: one self-attention pass in which each token sees only
-the tokens the AnyCrowd binding allows (docs/tsda.md), computed as a few gathered SDPA
-calls — never an `L x L` mask — so it runs on a stock Wan 2.1 VACE checkpoint at full speed.
+the tokens the AnyCrowd binding allows (docs/tsda.md), computed as a few gathered attention
+calls (`ops.attend`) — never an `L x L` mask — so it runs on a stock Wan 2.1 VACE checkpoint at full speed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..layout import TokenLayout
-from .ops import SelfAttentionOps, sdpa
+from .ops import SelfAttentionOps
 
 Index = Tensor | slice
 
@@ -58,5 +58,5 @@ def masked_plan(layout: TokenLayout) -> MaskedPlan:
 def masked_attention(x: Tensor, ops: SelfAttentionOps, plan: MaskedPlan) -> Tensor:
     """One SA pass restricted by the binding: x `[B, L, C]` -> `[B, L, C]`."""
     q, k, v = ops.qkv(x)
-    outs = [sdpa(take(q, qi), take(k, kv), take(v, kv)) for qi, kv in plan.segments]
-    return ops.out(torch.cat(outs, 1).index_select(1, plan.inverse))
+    outs = [ops.attend(take(q, qi), take(k, kv), take(v, kv)) for qi, kv in plan.segments]
+    return ops.finish(torch.cat(outs, 1).index_select(1, plan.inverse), q, k)

@@ -15,7 +15,7 @@ from torch import Tensor
 from ..layout import TokenLayout
 from .agf import GatingBlock, fuse_candidates
 from .masked import Index, take
-from .ops import SelfAttentionOps, sdpa
+from .ops import SelfAttentionOps
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,15 @@ def tsda_plan(layout: TokenLayout) -> TsdaPlan:
 def tsda_attention(
     x: Tensor, ops: SelfAttentionOps, plan: TsdaPlan, agf: str, gate: GatingBlock | None
 ) -> tuple[Tensor, Tensor | None]:
-    """x `[B, L, C]` -> (output `[B, L, C]`, AGF log-weights `[B, V_m, C_max]` or None)."""
+    """x `[B, L, C]` -> (output `[B, L, C]`, AGF log-weights `[B, V_m, C_max]` or None).
+
+    With a host `after_attention` (ComfyUI's attn1_patch) the layer's attention result is
+    assembled for the whole sequence before `o` — reference tokens: their stage-1/2 rows,
+    video tokens: stage 3 — and handed over with the q, k of the layer's input."""
     b, total, c = x.shape
     q, k, v = ops.qkv(x)
-    stacked = ops.out(torch.cat([sdpa(take(q, s), take(k, s), take(v, s)) for s in plan.segments], 1))
+    raw = torch.cat([ops.attend(take(q, s), take(k, s), take(v, s)) for s in plan.segments], 1)
+    stacked = ops.out(raw)
     y = stacked[:, plan.bg_rows]
     logw = None
     if len(plan.multi):
@@ -89,5 +94,7 @@ def tsda_attention(
     vs = ref_out.shape[1]
     # stage 3 reprojects Y with the same layer; RoPE needs the full sequence for positions
     q3, k3, v3 = ops.qkv(torch.cat([ref_out, y], 1))
-    z = ops.out(sdpa(q3[:, vs:], k3[:, vs:], v3[:, vs:]))
-    return torch.cat([ref_out, z], 1), logw
+    z = ops.attend(q3[:, vs:], k3[:, vs:], v3[:, vs:])
+    if ops.after_attention is None:
+        return torch.cat([ref_out, ops.out(z)], 1), logw
+    return ops.finish(torch.cat([raw.index_select(1, plan.ref_rows), z], 1), q, k), logw
