@@ -6,6 +6,7 @@ How and why: docs/comfyui_patch.md. comfy.* is imported lazily, inside functions
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -14,6 +15,8 @@ from torch import nn
 from anycrowd_core.attention import AnyCrowdAttention, GateBank, SelfAttentionOps
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.layout import TokenLayout
+
+from .comfy_attention import comfy_attend, comfy_attn1_patch
 
 HOOK_KEY = "anycrowd"  # model_options["transformer_options"][HOOK_KEY] holds the per-run hook
 ROPE_KEY = "anycrowd_shifted_rope"  # ... [ROPE_KEY] holds the ShiftedRope of a run with shifted RoPE
@@ -104,9 +107,10 @@ class AnyCrowdSelfAttentionForward:
         hook = transformer_options.get(HOOK_KEY)
         if hook is None or hook.mode == "global" or self.branch not in hook.branches:
             return self.fallback(x, freqs, transformer_options=transformer_options, **kwargs)
-        return hook(x, self._ops(freqs))
+        return hook(x, self._ops(freqs, transformer_options))
 
-    def _ops(self, freqs) -> SelfAttentionOps:
+    def _ops(self, freqs, transformer_options) -> SelfAttentionOps:
+        import comfy.ldm.modules.attention as attention
         from comfy.ldm.flux.math import apply_rope1
 
         m = self.module
@@ -121,7 +125,11 @@ class AnyCrowdSelfAttentionForward:
         def out(o):
             return m.o(o.flatten(-2))
 
-        return SelfAttentionOps(qkv=qkv, out=out, branch=self.branch, index=self.index)
+        return SelfAttentionOps(
+            qkv=qkv, out=out, branch=self.branch, index=self.index,
+            attend=comfy_attend(attention, m, transformer_options),
+            after_attention=comfy_attn1_patch(transformer_options),
+        )
 
 
 class ShiftedRope:
@@ -179,6 +187,27 @@ def check_gates(gates: GateBank, dm) -> None:
         )
 
 
+def gates_patcher(gates: GateBank, hook: AnyCrowdAttention, load_device, offload_device):
+    """A ComfyUI ModelPatcher for the AGF gates, fit for multi-GPU sampling (newer ComfyUI):
+    `deepclone_multigpu` rebuilds every additional model of the MODEL from its
+    `cached_patcher_init` factory for each extra GPU. Ours deep-copies the gates and
+    registers the copy with the run's hook, so layers on that GPU use that GPU's gates."""
+    import comfy.model_patcher
+
+    patcher = comfy.model_patcher.ModelPatcher(gates, load_device=load_device, offload_device=offload_device)
+    patcher.cached_patcher_init = (gates_patcher_copy, (gates, hook, load_device, offload_device))
+    return patcher
+
+
+def gates_patcher_copy(gates: GateBank, hook: AnyCrowdAttention, load_device, offload_device, disable_dynamic=False):
+    """`cached_patcher_init` factory: a fresh patcher holding a copy of `gates` (on the offload
+    device; ComfyUI loads it where the clone runs). `disable_dynamic` is accepted as
+    ComfyUI's `clone` passes it; the gates patcher is never dynamic."""
+    copy_ = copy.deepcopy(gates).to(offload_device)
+    hook.add_gate_copy(copy_)
+    return gates_patcher(copy_, hook, load_device, offload_device)
+
+
 def patch_model(
     model,
     layout: TokenLayout,
@@ -229,14 +258,9 @@ def patch_model(
     else:
         patched.model_options["transformer_options"].pop(ROPE_KEY, None)
     if gates is not None:
-        import comfy.model_patcher
-
         # the patcher only moves the diffusion model; as an additional model the gates are
         # loaded to the sampling device with it (GatingBlock still casts dtype per call)
-        gate_patcher = comfy.model_patcher.ModelPatcher(
-            gates, load_device=model.load_device, offload_device=model.offload_device
-        )
-        patched.set_additional_models(GATES_KEY, [gate_patcher])
+        patched.set_additional_models(GATES_KEY, [gates_patcher(gates, hook, model.load_device, model.offload_device)])
     else:
         patched.remove_additional_models(GATES_KEY)
     return patched

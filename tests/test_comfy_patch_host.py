@@ -3,6 +3,7 @@ global mode is bit-exact, masked/tsda run in both branches, CFG batching and sev
 contexts reach the hook, LoRA composes in either order, other clones stay untouched."""
 
 import importlib
+from collections import Counter
 
 import pytest
 import torch
@@ -364,3 +365,105 @@ def test_apply_shift_equals_comfyuis_model_sampling_sd3_node(comfy, cp, base, la
     assert ours is not base and "model_sampling" not in base.object_patches
     inp = Inputs(make_layout())
     assert torch.equal(sample_step(comfy, ours, inp), sample_step(comfy, theirs, inp))
+
+
+# --- ComfyUI's attention function, attn1_patch, multi-GPU gates (issue 13) ------------------
+
+class Attn1Recorder:
+    """An attn1_patch as v0.39's WanSelfAttention calls it: one dict, returns the new x."""
+
+    def __init__(self, scale=1.0):
+        self.scale, self.calls = scale, []
+
+    def __call__(self, args):
+        self.calls.append({k: (tuple(v.shape) if torch.is_tensor(v) else v) for k, v in args.items()})
+        return args["x"] * self.scale
+
+
+@pytest.mark.parametrize("mode", ["masked", "tsda"])
+def test_attn1_patch_runs_in_every_patched_layer_as_wan_self_attention_calls_it(comfy, cp, base, layout, mode):
+    inp = Inputs(layout)
+    plain = apply_model(comfy, cp.patch_model(base, layout, mode=mode), inp)
+    patched = cp.patch_model(base, layout, mode=mode)
+    keep = Attn1Recorder()
+    patched.set_model_attn1_patch(keep)
+    torch.testing.assert_close(apply_model(comfy, patched, inp), plain, atol=1e-5, rtol=1e-5)
+    n = layout.num_tokens
+    assert len(keep.calls) == 4 + 2  # every DiT and VACE self-attention of one forward
+    for call in keep.calls:
+        assert set(call) == {"x", "q", "k", "transformer_options"}
+        assert (call["x"], call["q"], call["k"]) == ((1, n, 256), (1, n, 2, 128), (1, n, 2, 128))
+    scaled = cp.patch_model(base, layout, mode=mode)
+    scaled.set_model_attn1_patch(Attn1Recorder(scale=0.0))
+    assert (apply_model(comfy, scaled, inp) - plain).abs().max() > 1e-3
+
+
+def test_exact_comfy_backends_keep_torch_sdpa_and_the_result_stays_the_core_models(comfy, cp, base, layout):
+    import comfy.ldm.modules.attention as attention
+
+    from anycrowd_core.attention import sdpa
+
+    ca = importlib.import_module(cp.__name__.replace("comfy_patch", "comfy_attention"))
+    layer = base.model.diffusion_model.blocks[0].self_attn
+    assert ca.layer_attention_function(attention, layer).__name__ in ca.SDPA_INSTEAD_OF  # CPU host: sub_quad
+    assert ca.comfy_attend(attention, layer, {}) is sdpa
+
+
+def test_an_attention_override_runs_every_group_of_the_binding_modes(comfy, cp, base, layout):
+    inp = Inputs(layout)
+    plain = apply_model(comfy, cp.patch_model(base, layout, mode="masked"), inp)
+    lengths = []
+
+    def override(func, *args, **kwargs):
+        lengths.append(args[0].shape[1])
+        return func(*args, **kwargs)
+
+    patched = cp.patch_model(base, layout, mode="masked")
+    patched.model_options["transformer_options"]["optimized_attention_override"] = override
+    got = apply_model(comfy, patched, inp)
+    torch.testing.assert_close(got, plain, atol=1e-5, rtol=1e-5)  # ComfyUI's sub_quad vs torch sdpa
+    segments = patched.model_options["transformer_options"][cp.HOOK_KEY]._plan("masked", torch.device("cpu")).segments
+    groups = [q.stop - q.start if isinstance(q, slice) else len(q) for q, _ in segments]
+    n = layout.num_tokens  # the 6 cross-attentions (4 DiT + 2 VACE blocks) query all n tokens
+    assert Counter(lengths) == Counter(groups * 6 + [n] * 6)  # every group of every layer, once
+
+
+def test_an_override_that_needs_the_whole_sequence_is_skipped_with_one_warning(comfy, cp, base, layout, caplog):
+    inp = Inputs(layout)
+    plain = apply_model(comfy, cp.patch_model(base, layout, mode="tsda", agf="mean"), inp)
+    n = layout.num_tokens
+
+    def whole_sequence_only(func, *args, **kwargs):
+        if args[0].shape[1] != n:
+            raise RuntimeError(f"shape '[1, 5, 4, 6, -1]' is invalid for input of size {args[0].numel()}")
+        return func(*args, **kwargs)
+
+    patched = cp.patch_model(base, layout, mode="tsda", agf="mean")
+    patched.model_options["transformer_options"]["optimized_attention_override"] = whole_sequence_only
+    with caplog.at_level("WARNING"):
+        got = apply_model(comfy, patched, inp)
+        apply_model(comfy, patched, inp)
+    torch.testing.assert_close(got, plain, atol=1e-5, rtol=1e-5)
+    warnings = [r.getMessage() for r in caplog.records if "whole_sequence_only" in r.getMessage()]
+    assert len(warnings) == 1 and "cannot run on AnyCrowd's identity groups" in warnings[0]
+
+
+def test_gates_patcher_rebuilds_a_fresh_copy_as_multigpu_deepclones_need(comfy, cp, base, layout):
+    """v0.39 `ModelPatcher.deepclone_multigpu` calls every additional model's
+    `cached_patcher_init[0](*cached_patcher_init[1])` (and `clone` may add disable_dynamic=True)
+    and needs a patcher holding its own, untainted weights."""
+    gates = gates_for(base)
+    patched = cp.patch_model(base, layout, mode="tsda", gates=gates)
+    (patcher,) = patched.get_additional_models_with_key(cp.GATES_KEY)
+    init = patcher.cached_patcher_init
+    assert len(init) == 2 and callable(init[0])
+    hook = patched.model_options["transformer_options"][cp.HOOK_KEY]
+    for kwargs in ({}, {"disable_dynamic": True}):
+        fresh = init[0](*init[1], **kwargs)
+        assert isinstance(fresh, comfy.model_patcher.ModelPatcher) and fresh.model is not gates
+        assert (fresh.load_device, fresh.offload_device) == (patcher.load_device, patcher.offload_device)
+        assert fresh.cached_patcher_init is not None  # a deep clone can be deep-cloned again
+        theirs, ours = fresh.model.state_dict(), gates.state_dict()
+        assert theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in ours)
+        assert all(a.data_ptr() != b.data_ptr() for a, b in zip(fresh.model.parameters(), gates.parameters()))
+        assert fresh.model in set(hook._gate_copies)  # layers on the copy's device will use it
