@@ -16,6 +16,8 @@ from anycrowd_core.attention import AnyCrowdAttention, GateBank, SelfAttentionOp
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.layout import TokenLayout
 
+from .context_windows import FOLLOWER_KEY, WINDOW_KEY, follow_context_windows
+
 from .comfy_attention import comfy_attend, comfy_attn1_patch
 
 HOOK_KEY = "anycrowd"  # model_options["transformer_options"][HOOK_KEY] holds the per-run hook
@@ -101,10 +103,12 @@ class AnyCrowdSelfAttentionForward:
         self.branch, self.index = branch, index
 
     def __call__(self, x, freqs, transformer_options={}, **kwargs):
-        rope = transformer_options.get(ROPE_KEY)
+        hook, rope = transformer_options.get(HOOK_KEY), transformer_options.get(ROPE_KEY)
+        windows = transformer_options.get(FOLLOWER_KEY)
+        if windows is not None and WINDOW_KEY in transformer_options:  # ComfyUI's context windows
+            hook, rope = windows.follow(transformer_options[WINDOW_KEY])
         if rope is not None:  # every layer and mode, "global" and the fallback included
             freqs = rope.freqs(freqs)
-        hook = transformer_options.get(HOOK_KEY)
         if hook is None or hook.mode == "global" or self.branch not in hook.branches:
             return self.fallback(x, freqs, transformer_options=transformer_options, **kwargs)
         return hook(x, self._ops(freqs, transformer_options))
@@ -150,8 +154,8 @@ class ShiftedRope:
         if freqs.shape[1] != len(self.positions):
             raise AnyCrowdError(
                 f"Shifted RoPE was set up for {len(self.positions)} tokens (the layout) but the model runs "
-                f"{freqs.shape[1]}: build the layout and the latent with the same AnyCrowd IILR Encode node; "
-                "ComfyUI's context windows cannot slice a shifted-RoPE layout (use AnyCrowd Long Video Sampler)."
+                f"{freqs.shape[1]}: build the layout and the latent with the same AnyCrowd IILR Encode node "
+                "(ComfyUI's context windows are followed only when a native sampler samples the patched MODEL)."
             )
         key = (freqs.device, freqs.dtype, freqs.shape)
         if key not in self._cache:
@@ -257,6 +261,7 @@ def patch_model(
         patched.model_options["transformer_options"][ROPE_KEY] = ShiftedRope(layout, dm.rope_embedder)
     else:
         patched.model_options["transformer_options"].pop(ROPE_KEY, None)
+    follow_context_windows(patched, hook, patched.model_options["transformer_options"].get(ROPE_KEY))
     if gates is not None:
         # the patcher only moves the diffusion model; as an additional model the gates are
         # loaded to the sampling device with it (GatingBlock still casts dtype per call)
