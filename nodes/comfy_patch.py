@@ -16,9 +16,8 @@ from anycrowd_core.attention import AnyCrowdAttention, GateBank, SelfAttentionOp
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.layout import TokenLayout
 
-from .context_windows import FOLLOWER_KEY, WINDOW_KEY, follow_context_windows
-
 from .comfy_attention import comfy_attend, comfy_attn1_patch
+from .context_windows import FOLLOWER_KEY, WINDOW_KEY, follow_context_windows
 
 HOOK_KEY = "anycrowd"  # model_options["transformer_options"][HOOK_KEY] holds the per-run hook
 ROPE_KEY = "anycrowd_shifted_rope"  # ... [ROPE_KEY] holds the ShiftedRope of a run with shifted RoPE
