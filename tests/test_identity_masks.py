@@ -289,6 +289,10 @@ def test_node_reads_sam3_track_data_for_both_sides():
     (dict(driving_video=torch.zeros(T, H, H, 3)), "another shape"),
     (dict(reference_frame=T), "outside the mask video"),
     (dict(driving_track_data={"packed_masks": None, "n_frames": T, "orig_size": (H, W)}), "Both mask_video and driving_track_data"),
+    (dict(mask_video=torch.full((T, H, W, 3), float("nan"))), "mask_video"),
+    (dict(reference_mask=torch.zeros(1, H, W, 1)), "reference_mask"),
+    (dict(tolerance=float("nan")), "tolerance"),
+    (dict(mask_video=None, driving_track_data=[1, 2]), "SAM3 Video Track"),
 ])
 def test_node_refuses_bad_inputs_in_words(kwargs, fragment):
     args = dict(mask_video=scail_colour_video(people_masks(2)))
