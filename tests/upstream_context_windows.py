@@ -131,7 +131,7 @@ class IndexListContextHandler:
                 if isinstance(cond_item, dict):
                     new_cond_item = cond_item.copy()
                     for cond_key, cond_value in new_cond_item.items():
-                        result = self._model.resize_cond_for_context_window(
+                        result = self._resize(
                             cond_key, cond_value, window, x_in, device, retain_index_list=self.cond_retain_index_list)
                         if result is not None:
                             new_cond_item[cond_key] = result
@@ -143,6 +143,11 @@ class IndexListContextHandler:
                     resized_actual_cond[key] = new_cond_item
             resized_cond.append(resized_actual_cond)
         return resized_cond
+
+    def _resize(self, *args, **kwargs):
+        # today's WAN21_Vace has the method; on the 0.3.64 host its restatement stands in
+        resize = getattr(self._model, "resize_cond_for_context_window", None)
+        return (resize or wan21_vace_resize_cond_for_context_window)(*args, **kwargs)
 
     def get_context_windows(self, model, x_in, model_options):
         """IndexListContextHandler.get_context_windows."""
