@@ -265,6 +265,78 @@ def sample(
     )
 
 
+def sample_two_experts(
+    high: Any,
+    low: Any,
+    latent: dict,
+    *,
+    switch_boundary: float,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    positive: list,
+    negative: list,
+    denoise: float = 1.0,
+    preview_from: int = 0,
+    guiders: tuple = (None, None),
+) -> tuple[Tensor, int]:
+    """Wan 2.2's two experts on one sigma schedule: the high-noise expert `high` runs the steps
+    whose sigma is >= switch_boundary, the low-noise expert `low` the rest (nodes/wan22_experts.py).
+    Returns (samples, switch step). The two parts are the calls a KSamplerAdvanced chain makes
+    (common_ksampler: seeded noise, start 0 / end switch with the leftover noise; then no added
+    noise, start switch to the end): the result equals that chain exactly. `guiders`: one GUIDER
+    per expert (cumulative guidance), run on the same schedule slices; None for plain CFG."""
+    from .wan22_experts import expert_switch_step
+
+    comfy_sample = require_comfy("comfy.sample", "AnyCrowd Sampler")
+    samplers = require_comfy("comfy.samplers", "AnyCrowd Sampler")
+    latent_preview = require_comfy("latent_preview", "AnyCrowd Sampler")
+    utils = require_comfy("comfy.utils", "AnyCrowd Sampler")
+    mm = require_comfy("comfy.model_management", "AnyCrowd Sampler")
+    check_interrupted()
+    schedules = [samplers.KSampler(m, steps=steps, device=m.load_device, sampler=sampler_name, scheduler=scheduler,
+                                   denoise=denoise, model_options=m.model_options).sigmas.cpu() for m in (high, low)]
+    if schedules[0].shape != schedules[1].shape or not torch.equal(*schedules):
+        raise AnyCrowdError(
+            "The two experts sample with different sigma schedules (their shifts differ, e.g. a ModelSamplingSD3 on "
+            "one only): set shift on AnyCrowd Sampler, which applies it to both, or give both the same shift."
+        )
+    sigmas, total = schedules[0], len(schedules[0]) - 1
+    switch = expert_switch_step(sigmas, switch_boundary)
+    latent_image = comfy_sample.fix_empty_latent_channels(high, latent["samples"])
+    noise = comfy_sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    preview = latent_preview.prepare_callback(high, total)
+    disable_pbar, noise_mask = not utils.PROGRESS_BAR_ENABLED, latent.get("noise_mask")
+
+    def callback_from(offset: int):
+        def callback(step, x0, x, total_steps):
+            check_interrupted()
+            preview(offset + step, x0[:, :, preview_from:], x, total)  # one progress bar over both parts
+        return callback
+
+    x, first = latent_image, True
+    for model, guider, start, end in ((high, guiders[0], 0, switch), (low, guiders[1], switch, total)):
+        if start == end:
+            continue
+        # only the first part adds noise (KSamplerAdvanced add_noise enable, then disable)
+        part_noise = noise if first else torch.zeros(latent_image.size(), dtype=latent_image.dtype,
+                                                      layout=latent_image.layout, device="cpu")
+        if guider is None:
+            x = comfy_sample.sample(
+                model, part_noise, steps, cfg, sampler_name, scheduler, positive, negative, x, denoise=denoise,
+                disable_noise=not first, start_step=start, last_step=end, force_full_denoise=end == total,
+                noise_mask=noise_mask, callback=callback_from(start), disable_pbar=disable_pbar, seed=seed,
+            )
+        else:  # KSampler.sample's slicing of the same schedule, through the guider
+            x = guider.sample(part_noise, x, samplers.sampler_object(sampler_name), sigmas[start:end + 1].to(model.load_device),
+                              denoise_mask=noise_mask, callback=callback_from(start), disable_pbar=disable_pbar,
+                              seed=seed).to(mm.intermediate_device())
+        first = False
+    return x, switch
+
+
 def sample_with_guider(model: Any, guider, noise: Tensor, latent_image: Tensor, *, steps: int, sampler_name: str,
                        scheduler: str, denoise: float, noise_mask, callback, disable_pbar: bool, seed: int) -> Tensor:
     """comfy.sample.sample with `guider` in place of plain CFG: KSampler's schedule (steps,

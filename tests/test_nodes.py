@@ -315,6 +315,59 @@ def test_sampler_validate_inputs():
     assert "at least 1" in validate(steps=0)
 
 
+# --- Wan 2.2 VACE-Fun A14B: two experts (the sampling itself: tests/test_nodes_host.py) -----------
+
+def expert_model(dim=64, layers=4, vace=2, **record):
+    """A fake MODEL with Wan VACE blocks and, optionally, what AnyCrowd Load Adapter recorded."""
+    dm = SimpleNamespace(dim=dim, blocks=[None] * layers, vace_blocks=[None] * vace)
+    options = {"transformer_options": {nodes.comfy_patch.ADAPTER_KEY: record} if record else {}}
+    return SimpleNamespace(model=SimpleNamespace(diffusion_model=dm), model_options=options)
+
+
+def test_sampler_declares_the_low_noise_expert_inputs_after_the_guidance_widgets():
+    optional = nodes.node_sampler.AnyCrowdSampler.INPUT_TYPES()["optional"]
+    assert list(optional)[-3:] == ["low_noise_model", "low_noise_gates", "switch_boundary"]
+    assert optional["low_noise_model"][0] == "MODEL" and optional["low_noise_gates"][0] == "ANYCROWD_GATES"
+    assert optional["switch_boundary"][1]["default"] == 0.875  # Wan 2.2 T2V-A14B, the base of VACE-Fun
+    params = inspect.signature(nodes.node_sampler.AnyCrowdSampler.sample).parameters
+    assert params["switch_boundary"].default == 0.875 and params["low_noise_model"].default is None
+    validate = nodes.node_sampler.AnyCrowdSampler.VALIDATE_INPUTS
+    assert validate(switch_boundary=0.9) is True and "between 0 and 1" in validate(switch_boundary=1.5)
+
+
+def test_switch_step_counts_the_steps_that_start_at_or_above_the_boundary():
+    switch = nodes.wan22_experts.expert_switch_step
+    sigmas = torch.tensor([1.0, 0.96, 0.889, 0.875, 0.727, 0.0])  # 5 steps
+    assert switch(sigmas, 0.875) == 4  # t >= boundary * 1000 runs the high-noise expert (Wan 2.2)
+    assert switch(sigmas, 0.9) == 2 and switch(sigmas, 0.0) == 5 and switch(sigmas, 1.0) == 1
+    assert switch(torch.tensor([0.5, 0.2, 0.0]), 0.875) == 0  # a low-denoise schedule: low-noise expert only
+
+
+def test_an_expert_pair_is_checked_in_words():
+    check = nodes.wan22_experts.check_expert_pair
+    check(expert_model(), expert_model())  # stock experts
+    check(expert_model(expert="high_noise", family="wan2.2-vace-fun", lora="h.safetensors"),
+          expert_model(expert="low_noise", family="wan2.2-vace-fun", lora="l.safetensors"))
+    with pytest.raises(AnyCrowdError, match="'l.safetensors', an adapter for the low-noise expert: the two experts are swapped"):
+        check(expert_model(expert="low_noise", family="wan2.2-vace-fun", lora="l.safetensors"), expert_model())
+    with pytest.raises(AnyCrowdError, match="low_noise_model carries 'h.safetensors', an adapter for the high-noise"):
+        check(expert_model(), expert_model(expert="high_noise", family="wan2.2-vace-fun", lora="h.safetensors"))
+    with pytest.raises(AnyCrowdError, match="trained on Wan 2.1 VACE, but a low_noise_model makes this"):
+        check(expert_model(expert="none", family="wan2.1-vace", gates="w21_gates.safetensors"), expert_model())
+    with pytest.raises(AnyCrowdError, match=r"model \(dim 64, 4 blocks, 2 VACE blocks\) and low_noise_model \(dim 128"):
+        check(expert_model(), expert_model(dim=128))
+
+
+def test_sampler_refuses_a_bad_expert_pair_before_sampling(scene):
+    _, _, latent, _, layout = encode(scene)
+    swapped = expert_model(expert="low_noise", family="wan2.2-vace-fun", lora="l.safetensors")
+    with pytest.raises(AnyCrowdError, match="swapped"):
+        nodes.node_sampler.AnyCrowdSampler().sample(**sampler_args(layout, latent, model=swapped),
+                                                    low_noise_model=expert_model())
+    with pytest.raises(AnyCrowdError, match="low_noise_gates is connected but low_noise_model is not"):
+        nodes.node_sampler.AnyCrowdSampler().sample(**sampler_args(layout, latent), low_noise_gates=object())
+
+
 @pytest.mark.skipif(bool(os.environ.get("COMFYUI_PATH")), reason="checks the message shown without ComfyUI")
 def test_shift_needs_comfyui_and_says_so():
     with pytest.raises(AnyCrowdError, match="needs ComfyUI"):

@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.scenes import make_scene
 from anycrowd_core.video_io import write_mp4, write_png
 from comfy_host import (
-    FakeServer, import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_patcher, tiny_vace_state_dict_file,
+    FakeServer, assert_progress_reaches, import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_patcher,
+    tiny_vace_state_dict_file,
 )
 from pack import REPO
 from comfy_vae_stand_in import TestVAE
@@ -189,7 +191,7 @@ def test_sampler_reports_progress_and_honours_cancel_between_steps(pack, encoded
             calls.clear()
             out = sampler.sample(model, **sampler_kwargs(encoded, attention_mode=mode))[0]["samples"]
             assert torch.isfinite(out).all()
-            assert [c for c in calls if c[1] == 3] == [(1, 3), (2, 3), (3, 3)]
+            assert_progress_reaches(calls, 3)
 
         def cancel_after_first(value, total, preview, node_id=None):
             calls.append((value, total))
@@ -210,6 +212,98 @@ def test_sampler_leaves_the_input_model_unpatched(pack, encoded, model):
     pack.nodes.node_sampler.AnyCrowdSampler().sample(model, **sampler_kwargs(encoded, steps=1))
     assert dict(model.object_patches) == before
     assert "anycrowd" not in model.model_options.get("transformer_options", {})
+
+
+# --- Wan 2.2 VACE-Fun A14B: two experts -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def low_model():
+    """A second tiny expert (other random weights, same shapes): the low-noise expert."""
+    return tiny_vace_patcher(seed=1)
+
+
+def switch_step_from_the_schedule(model, steps, boundary, shift=8.0):
+    """The high-noise expert's step count computed here, independently of the node: Wan 2.2
+    runs it while t = 1000 * sigma >= 1000 * boundary on ComfyUI's shifted 'simple' schedule."""
+    import comfy.samplers
+
+    sampling = model.get_model_object("model_sampling")
+    assert float(sampling.shift) == shift
+    sigmas = comfy.samplers.calculate_sigmas(sampling, "simple", steps)
+    return int((sigmas[:-1] >= boundary).sum())
+
+
+@pytest.mark.parametrize("sampler_name", ["euler", "uni_pc"])
+def test_two_expert_sampler_equals_a_ksampler_advanced_chain_of_two_tsda_patches(pack, encoded, model, low_model,
+                                                                                sampler_name):
+    """The documented native graph: AnyCrowd TSDA Patch on each expert with the same layout, then
+    KSamplerAdvanced (high: add noise, steps 0..switch, leftover noise) -> KSamplerAdvanced (low: no
+    noise, switch..end). AnyCrowd Sampler with low_noise_model gives exactly its result."""
+    comfy_nodes = get_comfy_nodes()
+    positive, negative, latent, trim, layout = encoded
+    steps, boundary = 4, 0.875
+    switch = switch_step_from_the_schedule(model, steps, boundary)
+    assert 0 < switch < steps  # both experts run (shift 8: sigmas 1, 0.96, 0.89 | 0.73)
+    kw = sampler_kwargs(encoded, steps=steps, sampler_name=sampler_name)
+    ours = pack.nodes.node_sampler.AnyCrowdSampler().sample(model, **kw, low_noise_model=low_model,
+                                                            switch_boundary=boundary)[0]["samples"]
+    patch = pack.nodes.node_tsda_patch.AnyCrowdTSDAPatch()
+    high_p = patch.patch(model, layout, "masked", "gated", "both")[0]
+    low_p = patch.patch(low_model, layout, "masked", "gated", "both")[0]
+    advanced = comfy_nodes.KSamplerAdvanced()
+    half = advanced.sample(high_p, "enable", 3, steps, 3.0, sampler_name, "simple", positive, negative, latent,
+                           0, switch, "enable")[0]
+    full = advanced.sample(low_p, "disable", 3, steps, 3.0, sampler_name, "simple", positive, negative, half,
+                           switch, 10000, "disable")[0]
+    assert torch.equal(ours, full["samples"][:, :, trim:])
+    alone = pack.nodes.node_sampler.AnyCrowdSampler().sample(model, **kw)[0]["samples"]
+    assert not torch.allclose(ours, alone)  # the low-noise expert did run
+
+
+def test_two_experts_that_are_one_model_equal_one_continuous_run(pack, encoded, model):
+    """One sigma schedule split at the boundary, not two schedules: with the same weights for
+    both experts, Euler (no sampler history) gives the single-model run up to the rounding of
+    ComfyUI's leftover-noise scaling (x / (1 - sigma), then * (1 - sigma))."""
+    kw = sampler_kwargs(encoded, steps=4)
+    sampler = pack.nodes.node_sampler.AnyCrowdSampler()
+    split = sampler.sample(model, **kw, low_noise_model=model, switch_boundary=0.875)[0]["samples"]
+    single = sampler.sample(model, **kw)[0]["samples"]
+    torch.testing.assert_close(split, single, rtol=1e-5, atol=1e-5)
+    # boundary 0: every step on the high-noise expert, the very calls of the single-model run
+    assert torch.equal(sampler.sample(model, **kw, low_noise_model=model, switch_boundary=0.0)[0]["samples"], single)
+
+
+def test_two_experts_with_cumulative_guidance_split_the_same_schedule(pack, encoded, model):
+    kw = sampler_kwargs(encoded, steps=4, guidance="cumulative", ref_cfg=2.0)
+    sampler = pack.nodes.node_sampler.AnyCrowdSampler()
+    split = sampler.sample(model, **kw, low_noise_model=model, switch_boundary=0.875)[0]["samples"]
+    single = sampler.sample(model, **kw)[0]["samples"]
+    torch.testing.assert_close(split, single, rtol=1e-5, atol=1e-5)
+
+
+def test_two_experts_progress_runs_once_over_all_steps(pack, encoded, model, low_model):
+    import comfy.utils
+
+    calls = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
+    try:
+        pack.nodes.node_sampler.AnyCrowdSampler().sample(model, **sampler_kwargs(encoded, steps=4),
+                                                         low_noise_model=low_model, switch_boundary=0.875)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    assert_progress_reaches(calls, 4)
+    assert all(total == 4 for _value, total in calls)  # the low-noise part continues the same bar
+
+
+def test_experts_sampling_with_different_shifts_are_refused(pack, encoded, model, low_model):
+    shifted_low = pack.nodes.comfy_runtime.apply_shift(low_model, 5.0)
+    with pytest.raises(AnyCrowdError, match="different sigma schedules"):
+        pack.nodes.node_sampler.AnyCrowdSampler().sample(model, **sampler_kwargs(encoded, shift=0.0),
+                                                         low_noise_model=shifted_low)
+    # the node's shift widget applies to both experts
+    out = pack.nodes.node_sampler.AnyCrowdSampler().sample(model, **sampler_kwargs(encoded, shift=5.0, steps=2),
+                                                           low_noise_model=shifted_low)[0]["samples"]
+    assert torch.isfinite(out).all()
 
 
 # --- the API prompt through ComfyUI's executor ----------------------------------------------
