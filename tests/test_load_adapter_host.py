@@ -281,3 +281,50 @@ def test_a_lora_trained_with_shifted_rope_is_applied_with_it_and_equals_the_core
         plain = core(**inputs, attention=AnyCrowdAttention(layout, "masked"))
     assert torch.allclose(theirs, shifted, atol=1e-4), float((theirs - shifted).abs().max())
     assert (theirs - plain).abs().max() > 1e-3
+
+
+def test_one_load_adapter_per_expert_then_the_two_expert_sampler(comfy, native_nodes, node_mods, base, layout, folders):
+    """Wan 2.2 VACE-Fun A14B: each expert gets its own adapter through its own Load Adapter (the
+    expert input refuses the other one), and AnyCrowd Sampler with low_noise_model runs each
+    expert with its LoRA and gates: exactly TSDA Patch (with that expert's gates) + a
+    KSamplerAdvanced chain on the two loaded models. Swapped experts are refused."""
+    import folder_paths
+    from training.adapter_base import adapter_base
+
+    cfg = tiny_vace_config()
+    loras, gates_dir = (folder_paths.folder_names_and_paths[k][0][0] for k in ("loras", "anycrowd_gates"))
+    for seed, expert in ((1, "high_noise"), (2, "low_noise")):
+        fun = adapter_base(cfg, "wan2.2-vace-fun", expert, f"tiny_{expert}.safetensors")
+        save_lora(f"{loras}/{expert}_lora.safetensors", adapter_weights(cfg, seed), cfg, rank=4, alpha=2.0, extra=EXTRA,
+                  base=fun)
+        save_gates(f"{gates_dir}/{expert}_gates.safetensors", trained_gates(cfg, seed), cfg, extra=EXTRA, base=fun)
+    low_base = tiny_vace_patcher(seed=1)
+    load = node_mods["node_load_adapter"].AnyCrowdLoadAdapter
+    with pytest.raises(AnyCrowdError, match="trained for the low-noise expert"):
+        load().load(base, "low_noise_lora.safetensors", "low_noise_gates.safetensors", 1.0, "high_noise")
+    high, high_gates, info = load().load(base, "high_noise_lora.safetensors", "high_noise_gates.safetensors", 1.0,
+                                         "high_noise")
+    low, low_gates, _ = load().load(low_base, "low_noise_lora.safetensors", "low_noise_gates.safetensors", 1.0, "auto")
+    assert "trained on: Wan 2.2 VACE-Fun custom, high-noise expert (tiny_high_noise.safetensors)" in info
+
+    inp, steps = Inputs(layout), 3
+    sampler = node_mods["node_sampler"].AnyCrowdSampler()
+    args = (inp.positive, inp.negative, {"samples": inp.latent}, layout, "tsda", "gated", 5, steps, 3.0, "euler",
+            "simple", 8.0, 1.0)
+    ours = sampler.sample(high, *args, gates=high_gates, low_noise_model=low, low_noise_gates=low_gates,
+                          switch_boundary=0.9)[0]["samples"]
+    patch = node_mods["node_tsda_patch"].AnyCrowdTSDAPatch()
+    high_p = patch.patch(high, layout, "tsda", "gated", "both", gates=high_gates)[0]
+    low_p = patch.patch(low, layout, "tsda", "gated", "both", gates=low_gates)[0]
+    switch = 2  # shift 8, 3 steps: sigmas 1.0, 0.94 >= 0.9 > 0.8
+    advanced = native_nodes.KSamplerAdvanced()
+    half = advanced.sample(high_p, "enable", 5, steps, 3.0, "euler", "simple", inp.positive, inp.negative,
+                           {"samples": inp.latent}, 0, switch, "enable")[0]
+    full = advanced.sample(low_p, "disable", 5, steps, 3.0, "euler", "simple", inp.positive, inp.negative, half,
+                           switch, 10000, "disable")[0]
+    assert torch.equal(ours, full["samples"][:, :, layout.num_ref_frames:])
+    without_low_gates = sampler.sample(high, *args, gates=high_gates, low_noise_model=low,
+                                       switch_boundary=0.9)[0]["samples"]
+    assert (ours - without_low_gates).abs().max() > 1e-5  # the low-noise expert's own gates act
+    with pytest.raises(AnyCrowdError, match="swapped"):
+        sampler.sample(low, *args, low_noise_model=high, switch_boundary=0.9)
