@@ -165,3 +165,25 @@ def test_sampling_with_today_s_handler_runs_every_window_with_its_layout(comfy, 
     assert torch.isfinite(out).all() and out.shape == latent.shape
     assert {tuple(t) for t in tokens} == {(0, 1, 2, 3, 4, 5), (0, 1, 2, 5, 6, 7)}
     assert handler.context_schedule.func is upstream.create_windows_static_standard  # the user's handler untouched
+
+
+def test_today_s_windows_on_a_patched_model_equal_our_own_sliding_windows(comfy, mods, base, layout):
+    """Flat fusion over the same windows: a KSampler run with today's handler (restated) on
+    the patched MODEL gives what our Long Video Sampler's WindowedModelFunction gives,
+    [references | window] per window and overlaps averaged by update count."""
+    from anycrowd_core.long_video import plan_latent_windows
+
+    lvc = importlib.import_module(mods["comfy_patch"].__name__.replace("comfy_patch", "long_video_comfy"))
+    patched = mods["comfy_patch"].patch_model(base, layout, mode="tsda")
+    native = patched.clone()
+    native.model_options["context_handler"] = upstream.wan_context_windows(context_frames=9, overlap_frames=4)
+    ours = patched.clone()
+    windows = plan_latent_windows(layout.video_frames, 3, 1)
+    hooks = [AnyCrowdAttention(window_layout(layout, range(w.start, w.stop)), "tsda") for w in windows]
+    ours.set_model_unet_function_wrapper(lvc.WindowedModelFunction(windows, hooks, layout.num_ref_frames))
+    noise, latent, positive, negative = sampling_inputs(layout, seed=4)
+    a, b, whole = (comfy.sample.sample(m, noise, 2, 3.0, "euler", "simple", positive, negative, latent,
+                                       disable_pbar=True, seed=0) for m in (native, ours, patched))
+    assert [(w.start, w.stop) for w in windows] == [(0, 3), (2, 5)]
+    assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())
+    assert (a - whole).abs().max() > 1e-3  # the windows did change the run
