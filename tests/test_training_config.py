@@ -128,3 +128,15 @@ def test_family_and_expert_name_the_base_and_must_fit_together(tmp_path):
     with pytest.raises(AnyCrowdError, match="Wan 2.2 VACE-Fun A14B experts have the 14B shapes"):
         load_config(None, [PROC, f"model.base={path}", "model.num_heads=4", "model.family=wan2.2-vace-fun",
                            "model.expert=low_noise"])
+
+
+def test_the_wan22_expert_config_names_its_base_and_the_low_noise_run_is_one_override_away():
+    high = load_config("training/configs/wan22_vace_fun_a14b_480p.yaml", check_files=False)
+    assert (high.model.family, high.model.expert) == ("wan2.2-vace-fun", "high_noise")
+    assert "high_noise" in high.model.base
+    low = load_config("training/configs/wan22_vace_fun_a14b_480p.yaml", [
+        "model.base=models/diffusion_models/wan2.2_vace_fun_low_noise_14B_bf16.safetensors", "model.expert=low_noise"],
+        check_files=False)
+    assert low.model.expert == "low_noise"
+    big = load_config("training/configs/wan13b_480p.yaml", check_files=False)
+    assert (high.lora, high.timesteps, high.optim) == (big.lora, big.timesteps, big.optim)  # the same recipe
