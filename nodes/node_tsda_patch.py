@@ -19,7 +19,8 @@ class AnyCrowdTSDAPatch:
         "Patches a Wan 2.1 VACE MODEL (from Load Diffusion Model, with any LoRAs) so that its "
         "self-attention keeps each character bound to its own reference (AnyCrowd TSDA). Connect "
         "the layout from AnyCrowd IILR Encode and sample the returned MODEL with the native "
-        "KSampler. The input MODEL is left unchanged."
+        "KSampler. The input MODEL is left unchanged. Wan 2.2 VACE-Fun A14B: patch each expert with its own TSDA "
+        "Patch and the same layout, then chain two KSamplerAdvanced (or use AnyCrowd Sampler's low_noise_model)."
     )
     CATEGORY = "AnyCrowd/sampling"
     RETURN_TYPES = ("MODEL",)
@@ -32,7 +33,8 @@ class AnyCrowdTSDAPatch:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "A Wan 2.1 VACE model (e.g. wan2.1_vace_1.3B_fp16.safetensors "
-                                               "loaded with Load Diffusion Model); LoRAs may be applied before or after."}),
+                                               "loaded with Load Diffusion Model) or one Wan 2.2 VACE-Fun A14B expert; "
+                                               "LoRAs may be applied before or after."}),
                 "layout": (LAYOUT, {"tooltip": "Token layout from AnyCrowd IILR Encode: which tokens belong to which "
                                                "character. Built for one width, height, length and character count."}),
                 "attention_mode": (ATTENTION_MODES, {
