@@ -94,6 +94,17 @@ def load_pack_with_comfy():
     return load_pack()
 
 
+def assert_progress_reaches(calls, total: int) -> None:
+    """Progress reported to ComfyUI's hook as (value, total) pairs, checked for what holds under
+    the throttling newer ComfyUI applies (comfy.utils.ProgressBar sends the first update, the
+    last and previews always, others at most every 100 ms / 0.5 %): among the updates for
+    `total`, the first is step 1, values rise strictly, and the last one is `total`."""
+    values = [value for value, t in calls if t == total]
+    assert values, f"no progress update for a total of {total}: {calls}"
+    assert values[0] == 1 and values[-1] == total, values
+    assert all(a < b for a, b in zip(values, values[1:])), values
+
+
 class FakeServer:
     """The part of ComfyUI's PromptServer that `execution.PromptExecutor` calls: collects the
     messages a run sends (progress, executed, errors) for the host tests to read."""
