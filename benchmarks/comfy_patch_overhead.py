@@ -1,8 +1,11 @@
 """Overhead of the AnyCrowd patch on ComfyUI's native Wan 2.1 VACE model: one denoiser call
 (cond + uncond batched, as KSampler runs it) unpatched vs patched, interleaved in one process.
 
-Run: COMFYUI_PATH=/work/comfyui /work/comfy-venv/bin/python benchmarks/comfy_patch_overhead.py [--json]
-Target: mode `global` costs <= 1.05x the unpatched call; masked and tsda are reported for information.
+Run: COMFYUI_PATH=/work/comfyui /work/comfy-venv/bin/python benchmarks/comfy_patch_overhead.py [--json] [--backend NAME]
+Target: mode `global` costs <= 1.05x the unpatched call; masked and tsda are reported for information,
+each two ways: groups on torch SDPA (`masked`, `tsda`) and groups through ComfyUI's attention function
+(`masked_comfy`, `tsda_comfy`: what nodes/comfy_attention.py does for non-exact backends).
+--backend sets ComfyUI's attention function (pytorch, sub_quad, split, basic; default: the host's).
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=9, help="pixel frames (4n+1)")
     ap.add_argument("--repeats", type=int, default=25, help="interleaved rounds")
     ap.add_argument("--calls", type=int, default=3, help="timed denoiser calls per round and variant")
+    ap.add_argument("--backend", default=None, help="ComfyUI attention function for every variant: "
+                    "pytorch, sub_quad, split or basic (default: the one the host chose)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (1: stable timings on a shared CPU; 0: torch's default)")
     args = ap.parse_args()
@@ -66,14 +71,23 @@ def main() -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     comfy = import_comfy()
+    import comfy.ldm.modules.attention as attention
+    import comfy.ldm.wan.model as wan_model
+
+    if args.backend:  # WanSelfAttention calls the name it imported into comfy.ldm.wan.model
+        attention.optimized_attention = wan_model.optimized_attention = getattr(attention, f"attention_{args.backend}")
     pack = load_pack_with_comfy()
     patch_model = importlib.import_module(f"{pack.__name__}.nodes.comfy_patch").patch_model
+    comfy_attention = importlib.import_module(f"{pack.__name__}.nodes.comfy_attention")
+    exact = comfy_attention.SDPA_INSTEAD_OF
 
     layout = bench_layout(args.size, args.frames)
     base = tiny_vace_patcher(seed=0)
     variants = {"unpatched": base}
     for mode in ("global", "masked", "tsda"):
         variants[mode] = patch_model(base, layout, mode=mode)
+    for mode in ("masked", "tsda"):  # same patch; sampled with every backend sent to ComfyUI
+        variants[f"{mode}_comfy"] = patch_model(base, layout, mode=mode)
 
     g = torch.Generator().manual_seed(0)
     frames = layout.num_ref_frames + layout.video_frames
@@ -105,10 +119,12 @@ def main() -> None:
             order = list(variants.items())
             for label, patcher in order if rnd % 2 else order[::-1]:  # alternate to cancel drift
                 n = len(times[label])
+                comfy_attention.SDPA_INSTEAD_OF = frozenset() if label.endswith("_comfy") else exact
                 comfy.sample.sample_custom(patcher, noise, 5.0, timing_sampler(label), sigmas,
                                            positive, negative, latent, disable_pbar=True, seed=0)
                 if rnd == 0:
                     del times[label][n:]
+        comfy_attention.SDPA_INSTEAD_OF = exact
         # the batch the hook sees: 2 when CFG batches cond + uncond into one forward
         options = variants["masked"].model_options["transformer_options"]
         hook = options["anycrowd"]
@@ -120,10 +136,11 @@ def main() -> None:
             options["anycrowd"] = hook
 
     median_ms = {k: 1000 * statistics.median(times[k]) for k in variants}
-    ratio = {k: median_ms[k] / median_ms["unpatched"] for k in ("global", "masked", "tsda")}
+    ratio = {k: median_ms[k] / median_ms["unpatched"] for k in variants if k != "unpatched"}
     result = {
         "benchmark": "comfy_patch_overhead",
         "host": f"ComfyUI at {COMFYUI_PATH}, CPU, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "comfy_attention": wan_model.optimized_attention.__name__,
         "model": "tiny random Wan 2.1 VACE (dim 256, 4 DiT + 2 VACE blocks) via comfy.sd",
         "tokens": layout.num_tokens,
         "frame": f"{args.size}x{args.size} px, {args.frames} frames + {layout.num_ref_frames} reference frames",
@@ -136,7 +153,7 @@ def main() -> None:
     }
     if not args.json:
         for k, v in median_ms.items():
-            print(f"{k:10s} {v:8.2f} ms" + ("" if k == "unpatched" else f"   x{ratio[k]:.3f}"))
+            print(f"{k:13s} {v:8.2f} ms" + ("" if k == "unpatched" else f"   x{ratio[k]:.3f}"))
     print(json.dumps(result))
 
 
