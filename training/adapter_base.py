@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.wan import PRESETS, WanVaceConfig
@@ -64,7 +64,7 @@ class AdapterBase:
         return {key: getattr(self, field) for field, key in METADATA_KEYS.items()}
 
     @classmethod
-    def from_metadata(cls, meta: Mapping[str, str]) -> "AdapterBase | None":
+    def from_metadata(cls, meta: Mapping[str, str]) -> AdapterBase | None:
         """The recorded base, or None for a file written before bases were recorded."""
         if METADATA_KEYS["family"] not in meta:
             return None
