@@ -11,9 +11,9 @@ Files written before these keys existed load with the base "unrecorded".
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.wan import PRESETS, WanVaceConfig
