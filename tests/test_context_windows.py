@@ -200,3 +200,14 @@ def test_retaining_a_video_position_is_refused(layout):
     handler = upstream.IndexListContextHandler(schedule, context_length=4, dim=2, latent_retain_index_list="0,4")
     with pytest.raises(AnyCrowdError, match=r"positions \[4\]"):
         follower.windows_with_references(handler, upstream.VaceModel(), (1, 16, 10, 8, 8))
+
+
+def test_window_hooks_share_the_gates_and_their_per_gpu_copies(layout):
+    from anycrowd_core.attention import GateBank
+
+    gates = GateBank(32, 2, 1, hidden=4)
+    full = AnyCrowdAttention(layout, "tsda", gates=gates)
+    hook, _ = WindowFollower(full).follow(upstream.IndexListContextWindow([0, 1, 2, 3, 4], dim=2, total_frames=10))
+    copy = GateBank(32, 2, 1, hidden=4)
+    full.add_gate_copy(copy)  # registered after the window's hook exists, as a multi-GPU clone does
+    assert hook.gates is gates and copy in hook._gate_copies
