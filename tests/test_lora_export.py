@@ -194,7 +194,7 @@ def test_files_record_their_base_family_size_expert_and_checkpoint(tmp_path):
     from training.adapter_base import AdapterBase, adapter_base
 
     cfg = PRESETS["14b"]
-    base = adapter_base(cfg, "wan2.2-vace-fun", "high_noise", "/models/wan2.2_vace_fun_high_noise_14B_bf16.safetensors")
+    base = adapter_base(cfg, "wan2.2-vace-fun", "high_noise", "/models/wan2.2_fun_vace_high_noise_14B_bf16.safetensors")
     one = {"blocks.0.self_attn.q": LoraWeights(A=torch.zeros(1, cfg.dim), B=torch.zeros(cfg.dim, 1), alpha=1.0)}
     lora = save_lora(tmp_path / "x_lora.safetensors", one, cfg, rank=1, alpha=1.0, base=base)
     gates = save_gates(tmp_path / "x_gates.safetensors", GateBank(cfg.dim, cfg.num_layers, cfg.vace_layers, 4), cfg,
@@ -204,9 +204,9 @@ def test_files_record_their_base_family_size_expert_and_checkpoint(tmp_path):
             meta = f.metadata()
         assert {k: meta[k] for k in ("base_family", "base_size", "base_expert", "base_checkpoint", "base_model")} == {
             "base_family": "wan2.2-vace-fun", "base_size": "A14B", "base_expert": "high_noise",
-            "base_checkpoint": "wan2.2_vace_fun_high_noise_14B_bf16.safetensors", "base_model": "wan2.2-vace-fun-a14b"}
+            "base_checkpoint": "wan2.2_fun_vace_high_noise_14B_bf16.safetensors", "base_model": "wan2.2-vace-fun-a14b"}
         assert AdapterBase.from_metadata(meta) == base
-    assert base.describe() == "Wan 2.2 VACE-Fun A14B, high-noise expert (wan2.2_vace_fun_high_noise_14B_bf16.safetensors)"
+    assert base.describe() == "Wan 2.2 VACE-Fun A14B, high-noise expert (wan2.2_fun_vace_high_noise_14B_bf16.safetensors)"
     assert adapter_base(PRESETS["1.3b"], checkpoint="random-1.3b").metadata() == {
         "base_family": "wan2.1-vace", "base_size": "1.3B", "base_expert": "none", "base_checkpoint": "random-1.3b"}
     assert adapter_base(tiny_config(), "wan2.2-vace-fun", "low_noise").size == "custom"

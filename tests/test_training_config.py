@@ -135,7 +135,7 @@ def test_the_wan22_expert_config_names_its_base_and_the_low_noise_run_is_one_ove
     assert (high.model.family, high.model.expert) == ("wan2.2-vace-fun", "high_noise")
     assert "high_noise" in high.model.base
     low = load_config("training/configs/wan22_vace_fun_a14b_480p.yaml", [
-        "model.base=models/diffusion_models/wan2.2_vace_fun_low_noise_14B_bf16.safetensors", "model.expert=low_noise"],
+        "model.base=models/diffusion_models/wan2.2_fun_vace_low_noise_14B_bf16.safetensors", "model.expert=low_noise"],
         check_files=False)
     assert low.model.expert == "low_noise"
     big = load_config("training/configs/wan13b_480p.yaml", check_files=False)

@@ -74,7 +74,7 @@ class AdapterBase:
             raise AnyCrowdError(f"The adapter's base metadata is damaged ({e}); re-export the adapter.") from None
 
     def describe(self) -> str:
-        """e.g. 'Wan 2.2 VACE-Fun A14B, high-noise expert (wan2.2_vace_fun_high_noise_14B_bf16.safetensors)'."""
+        """e.g. 'Wan 2.2 VACE-Fun A14B, high-noise expert (wan2.2_fun_vace_high_noise_14B_bf16.safetensors)'."""
         text = f"{FAMILIES[self.family]} {self.size}"
         if self.expert != "none":
             text += f", {EXPERTS[self.expert]}"
