@@ -24,6 +24,8 @@ WORKFLOW_PAIRS = {
     "long_face": ("anycrowd_long_face_wan21_vace_1.3B.json", "anycrowd_long_face_wan21_vace_1.3B_api.json",
                   "long_ui_workflow", "long_api_prompt"),
     "mini_cpu": ("anycrowd_mini_cpu.json", "anycrowd_mini_cpu_api.json", "mini_ui_workflow", "mini_api_prompt"),
+    "wan22_vace_fun": ("anycrowd_wan22_vace_fun_A14B.json", "anycrowd_wan22_vace_fun_A14B_api.json",
+                       "wan22_ui_workflow", "wan22_api_prompt"),
 }
 
 
@@ -211,9 +213,33 @@ def test_workflow_uses_comfyuis_repackaged_wan21_file_names():
     if "AnyCrowdMiniLoader" in inputs:  # the CPU demo loads no Wan file at all
         assert not {"UNETLoader", "CLIPLoader", "VAELoader"} & set(inputs)
         return
-    assert inputs["UNETLoader"]["unet_name"] == "wan2.1_vace_1.3B_fp16.safetensors"
+    unets = [e["inputs"]["unet_name"] for e in api().values() if e["class_type"] == "UNETLoader"]
+    if len(unets) == 2:  # Wan 2.2 VACE-Fun A14B: its experts as Comfy-Org's Wan 2.2 repackage names them
+        assert unets == [WAN22_HIGH_NOISE, WAN22_LOW_NOISE]
+    else:
+        assert unets == ["wan2.1_vace_1.3B_fp16.safetensors"]
     assert inputs["VAELoader"]["vae_name"] == "wan_2.1_vae.safetensors"
     assert inputs["CLIPLoader"] == {"clip_name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "type": "wan", "device": "default"}
+
+
+WAN22_HIGH_NOISE = "wan2.2_fun_vace_high_noise_14B_fp8_scaled.safetensors"
+WAN22_LOW_NOISE = "wan2.2_fun_vace_low_noise_14B_fp8_scaled.safetensors"
+
+
+def test_the_wan22_workflow_runs_both_experts_in_one_anycrowd_sampler(workflow_pair):
+    if workflow_pair[1] != "wan22_api_prompt":
+        pytest.skip("only the Wan 2.2 VACE-Fun workflow has two experts")
+    prompt = api()
+    (sampler,) = [e["inputs"] for e in prompt.values() if e["class_type"] == "AnyCrowdSampler"]
+    high, low = (prompt[sampler[name][0]] for name in ("model", "low_noise_model"))
+    assert (high["class_type"], low["class_type"]) == ("UNETLoader", "UNETLoader")
+    assert (high["inputs"]["unet_name"], low["inputs"]["unet_name"]) == (WAN22_HIGH_NOISE, WAN22_LOW_NOISE)
+    assert sampler["switch_boundary"] == 0.875  # Wan 2.2 T2V-A14B's boundary, the base of VACE-Fun
+    # one layout for both experts: the sampler's conditioning, latent and layout come from one IILR Encode
+    assert {sampler[k][0] for k in ("positive", "negative", "latent", "layout")} == {
+        k for k, e in prompt.items() if e["class_type"] == "AnyCrowdIILREncode"}
+    create = next(e["inputs"] for e in prompt.values() if e["class_type"] == "CreateVideo")
+    assert prompt[create["fps"][0]]["class_type"] == "GetVideoComponents" and create["fps"][1] == 2
 
 
 def test_files_are_what_the_builder_writes(workflow_pair):

@@ -49,7 +49,8 @@ SOCKETS = {
     ),
     "AnyCrowdSampler": (
         [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT"),
-         ("layout", "ANYCROWD_LAYOUT"), ("gates", "ANYCROWD_GATES")],
+         ("layout", "ANYCROWD_LAYOUT"), ("gates", "ANYCROWD_GATES"), ("low_noise_model", "MODEL"),
+         ("low_noise_gates", "ANYCROWD_GATES")],
         [("latent", "LATENT")],
     ),
 }
@@ -90,7 +91,7 @@ GRAPH = {
          {"model": (1, 0), "positive": (18, 0), "negative": (18, 1), "latent": (18, 2), "layout": (18, 4)},
          [("attention_mode", "masked"), ("agf_mode", "gated"), ("seed", 42), (CONTROL, "fixed"), ("steps", 20),
           ("cfg", 6.0), ("sampler_name", "uni_pc"), ("scheduler", "simple"), ("shift", 8.0), ("denoise", 1.0),
-          ("guidance", "cfg"), ("ref_cfg", 1.5)], None),
+          ("guidance", "cfg"), ("ref_cfg", 1.5), ("switch_boundary", 0.875)], None),
     20: ("VAEDecode", (2080, 60), (210, 46), {"samples": (19, 0), "vae": (3, 0)}, [], None),
     21: ("CreateVideo", (2080, 160), (270, 78), {"images": (20, 0), "fps": (16, 2)}, [("fps", 16.0)], "Create Video (at the driving video's fps)"),
     22: ("SaveVideo", (2080, 290), (420, 420), {"video": (21, 0)}, [("filename_prefix", "video/AnyCrowd"), ("format", "auto"), ("codec", "auto")], None),
@@ -257,7 +258,7 @@ MINI_GRAPH = {
           "gates": (1, 1)},
          [("attention_mode", "tsda"), ("agf_mode", "gated"), ("seed", 0), (CONTROL, "fixed"), ("steps", 10),
           ("cfg", 1.0), ("sampler_name", "euler"), ("scheduler", "simple"), ("shift", 3.0), ("denoise", 1.0),
-          ("guidance", "cfg"), ("ref_cfg", 1.5)],
+          ("guidance", "cfg"), ("ref_cfg", 1.5), ("switch_boundary", 0.875)],
          "AnyCrowd Sampler (the miniature's settings)"),
     20: ("VAEDecode", (2080, 60), (210, 46), {"samples": (19, 0), "vae": (1, 2)}, [], None),
     21: ("CreateVideo", (2080, 160), (270, 78), {"images": (20, 0), "fps": (16, 2)}, [("fps", 8.0)], "Create Video (at the driving video's fps)"),
@@ -273,6 +274,102 @@ def mini_ui_workflow() -> dict:
     return ui_workflow(MINI_GRAPH, {**SOCKETS, **MINI_SOCKETS}, workflow_id="5f1c2a7e-4b7d-4f3e-9a51-0a9c0d0e0003")
 
 
+# --- fourth example: identities from SCAIL-2 colour masks / SAM3 tracks (AnyCrowd Identity Masks) ---
+# Loaders, prompts and the reference image are nodes 1-6 of GRAPH (kept in sync). The colour mask
+# video is what a SCAIL-2 graph has (SCAIL2ColoredMask's pose_video_mask, saved as a video); the
+# reference colour mask is its reference_image_mask. Identity Masks gives the Decoupler its masks
+# and IILR Encode its tracks and binding (docs/identity_masks.md).
+
+IDM_UI_FILE = HERE / "anycrowd_identity_masks_wan21_vace_1.3B.json"
+IDM_API_FILE = HERE / "anycrowd_identity_masks_wan21_vace_1.3B_api.json"
+
+IDM_SOCKETS = {
+    "AnyCrowdIdentityMasks": (
+        [("mask_video", "IMAGE"), ("reference_mask", "IMAGE"), ("driving_track_data", "SAM3_TRACK_DATA"),
+         ("reference_track_data", "SAM3_TRACK_DATA"), ("driving_video", "IMAGE")],
+        [("reference_masks", "MASK"), ("tracks", "ANYCROWD_TRACKS"), ("binding", "STRING"), ("track_masks", "MASK"),
+         ("mask_video", "IMAGE"), ("preview", "IMAGE")],
+    ),
+}
+
+IDM_GRAPH = {
+    **{nid: GRAPH[nid] for nid in range(1, 7)},
+    7: ("LoadImage", (40, 840), (320, 330), {}, [("image", "anycrowd_reference_mask.png"), (UPLOAD, "image")], "Reference colour mask (SCAIL2ColoredMask reference_image_mask)"),
+    8: ("LoadVideo", (40, 1220), (320, 330), {}, [("file", "anycrowd_identity_masks.mp4"), (UPLOAD, "image")], "Colour mask video (SCAIL2ColoredMask pose_video_mask)"),
+    9: ("GetVideoComponents", (400, 1220), (230, 70), {"video": (8, 0)}, [], None),
+    10: ("ImageFromBatch", (660, 1220), (240, 82), {"image": (9, 0)}, [("batch_index", 0), ("length", 81)], "First 81 mask frames"),
+    11: ("LoadVideo", (420, 1600), (320, 330), {}, [("file", "anycrowd_pose.mp4"), (UPLOAD, "image")], "Driving pose video"),
+    12: ("GetVideoComponents", (780, 1600), (230, 70), {"video": (11, 0)}, [], None),
+    13: ("ImageFromBatch", (1040, 1600), (240, 82), {"image": (12, 0)}, [("batch_index", 0), ("length", 81)], "First 81 frames"),
+    14: ("AnyCrowdIdentityMasks", (880, 860), (340, 330),
+         {"mask_video": (10, 0), "reference_mask": (7, 0), "driving_video": (13, 0)},
+         [("reference_frame", 0), ("binding", ""), ("tolerance", 0.5), ("min_area", 16), ("extra_colours", True),
+          ("sort_by", "left_to_right")], "Identities from the colour masks (or SAM3 track data)"),
+    15: ("PreviewImage", (1240, 1000), (420, 260), {"images": (14, 5)}, [], "Identity numbers (for the binding)"),
+    16: ("AnyCrowdInstanceDecoupler", (880, 460), (320, 150), {"image": (6, 0), "masks": (14, 0)}, GRAPH[13][4], None),
+    17: ("PreviewImage", (1240, 700), (420, 260), {"images": (16, 1)}, [], "Isolated characters + background"),
+    18: ("AnyCrowdIILREncode", (1240, 60), (420, 560),
+         {"positive": (4, 0), "negative": (5, 0), "vae": (3, 0), "instances": (16, 0), "control_video": (13, 0),
+          "tracks": (14, 1), "binding": (14, 2)},
+         [("width", 832), ("height", 480), ("length", 81), ("batch_size", 1), ("strength", 1.0), ("boxes", ""),
+          ("binding", ""), ("background_reference", True)], None),
+    19: ("AnyCrowdSampler", (1700, 60), (340, 420),
+         {"model": (1, 0), "positive": (18, 0), "negative": (18, 1), "latent": (18, 2), "layout": (18, 4)},
+         GRAPH[19][4], None),
+    20: ("VAEDecode", (2080, 60), (210, 46), {"samples": (19, 0), "vae": (3, 0)}, [], None),
+    21: ("CreateVideo", (2080, 160), (270, 78), {"images": (20, 0), "fps": (12, 2)}, [("fps", 16.0)], "Create Video (at the driving video's fps)"),
+    22: ("SaveVideo", (2080, 290), (420, 420), {"video": (21, 0)}, [("filename_prefix", "video/AnyCrowd_identity_masks"), ("format", "auto"), ("codec", "auto")], None),
+}
+
+
+def idm_api_prompt() -> dict:
+    return api_prompt(IDM_GRAPH)
+
+
+def idm_ui_workflow() -> dict:
+    return ui_workflow(IDM_GRAPH, {**SOCKETS, **IDM_SOCKETS}, workflow_id="5f1c2a7e-4b7d-4f3e-9a51-0a9c0d1d0001")
+
+
+# --- fourth example: Wan 2.2 VACE-Fun A14B, the two experts -----------------------------------
+# Prompts, VAE, reference image, masks, decoupler, driving video and IILR Encode are nodes 2-18 of
+# GRAPH (kept in sync). Node 1 loads the high-noise expert, node 23 the low-noise one; AnyCrowd
+# Sampler patches both with the same layout and runs them on one schedule, switching below sigma
+# 0.875 (docs/comfyui_nodes.md, "Wan 2.2 VACE-Fun A14B"). File names: Comfy-Org's repackaged
+# Wan 2.2 files; the experts use the Wan 2.1 VAE and text encoder. cfg 5 and shift 12 are the
+# settings of VideoX-Fun's VACE-Fun A14B examples (examples/wan2.2_vace_fun/predict_v2v_control_ref.py).
+
+WAN22_UI_FILE = HERE / "anycrowd_wan22_vace_fun_A14B.json"
+WAN22_API_FILE = HERE / "anycrowd_wan22_vace_fun_A14B_api.json"
+WAN22_HIGH_NOISE = "wan2.2_fun_vace_high_noise_14B_fp8_scaled.safetensors"
+WAN22_LOW_NOISE = "wan2.2_fun_vace_low_noise_14B_fp8_scaled.safetensors"
+
+WAN22_GRAPH = {
+    1: ("UNETLoader", (40, 60), (330, 82), {}, [("unet_name", WAN22_HIGH_NOISE), ("weight_dtype", "default")],
+        "Load Diffusion Model (Wan 2.2 VACE-Fun A14B, high-noise expert)"),
+    23: ("UNETLoader", (420, 420), (330, 82), {}, [("unet_name", WAN22_LOW_NOISE), ("weight_dtype", "default")],
+         "Load Diffusion Model (Wan 2.2 VACE-Fun A14B, low-noise expert)"),
+    **{nid: GRAPH[nid] for nid in range(2, 19)},
+    19: ("AnyCrowdSampler", (1700, 60), (340, 470),
+         {"model": (1, 0), "positive": (18, 0), "negative": (18, 1), "latent": (18, 2), "layout": (18, 4),
+          "low_noise_model": (23, 0)},
+         [("attention_mode", "masked"), ("agf_mode", "gated"), ("seed", 42), (CONTROL, "fixed"), ("steps", 20),
+          ("cfg", 5.0), ("sampler_name", "uni_pc"), ("scheduler", "simple"), ("shift", 12.0), ("denoise", 1.0),
+          ("guidance", "cfg"), ("ref_cfg", 1.5), ("switch_boundary", 0.875)],
+         "AnyCrowd Sampler (both experts, low-noise from sigma < 0.875)"),
+    **{nid: GRAPH[nid] for nid in (20, 21)},
+    22: ("SaveVideo", (2080, 290), (420, 420), {"video": (21, 0)},
+         [("filename_prefix", "video/AnyCrowd_wan22"), ("format", "auto"), ("codec", "auto")], None),
+}
+
+
+def wan22_api_prompt() -> dict:
+    return api_prompt(WAN22_GRAPH)
+
+
+def wan22_ui_workflow() -> dict:
+    return ui_workflow(WAN22_GRAPH, workflow_id="5f1c2a7e-4b7d-4f3e-9a51-0a9c0d0e0004")
+
+
 def main() -> None:
     UI_FILE.write_text(json.dumps(ui_workflow(), indent=1) + "\n")
     API_FILE.write_text(json.dumps(api_prompt(), indent=1) + "\n")
@@ -280,8 +377,12 @@ def main() -> None:
     LONG_API_FILE.write_text(json.dumps(long_api_prompt(), indent=1) + "\n")
     MINI_UI_FILE.write_text(json.dumps(mini_ui_workflow(), indent=1) + "\n")
     MINI_API_FILE.write_text(json.dumps(mini_api_prompt(), indent=1) + "\n")
-    print(f"wrote {', '.join(f.name for f in (UI_FILE, API_FILE, LONG_UI_FILE, LONG_API_FILE, MINI_UI_FILE))} "
-          f"and {MINI_API_FILE.name}")
+    IDM_UI_FILE.write_text(json.dumps(idm_ui_workflow(), indent=1) + "\n")
+    IDM_API_FILE.write_text(json.dumps(idm_api_prompt(), indent=1) + "\n")
+    WAN22_UI_FILE.write_text(json.dumps(wan22_ui_workflow(), indent=1) + "\n")
+    WAN22_API_FILE.write_text(json.dumps(wan22_api_prompt(), indent=1) + "\n")
+    print(f"wrote {', '.join(f.name for f in (UI_FILE, API_FILE, LONG_UI_FILE, LONG_API_FILE, MINI_UI_FILE))}, "
+          f"{MINI_API_FILE.name}, {IDM_UI_FILE.name} and {IDM_API_FILE.name}")
 
 
 if __name__ == "__main__":
