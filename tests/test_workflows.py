@@ -24,6 +24,8 @@ WORKFLOW_PAIRS = {
     "long_face": ("anycrowd_long_face_wan21_vace_1.3B.json", "anycrowd_long_face_wan21_vace_1.3B_api.json",
                   "long_ui_workflow", "long_api_prompt"),
     "mini_cpu": ("anycrowd_mini_cpu.json", "anycrowd_mini_cpu_api.json", "mini_ui_workflow", "mini_api_prompt"),
+    "identity_masks": ("anycrowd_identity_masks_wan21_vace_1.3B.json", "anycrowd_identity_masks_wan21_vace_1.3B_api.json",
+                       "idm_ui_workflow", "idm_api_prompt"),
     "wan22_vace_fun": ("anycrowd_wan22_vace_fun_A14B.json", "anycrowd_wan22_vace_fun_A14B_api.json",
                        "wan22_ui_workflow", "wan22_api_prompt"),
 }
