@@ -222,14 +222,15 @@ def low_model():
     return tiny_vace_patcher(seed=1)
 
 
-def switch_step_from_the_schedule(model, steps, boundary, shift=8.0):
+def switch_step_from_the_schedule(model, steps, boundary, sampler_name, shift=8.0):
     """The high-noise expert's step count computed here, independently of the node: Wan 2.2
-    runs it while t = 1000 * sigma >= 1000 * boundary on ComfyUI's shifted 'simple' schedule."""
+    runs it while t = 1000 * sigma >= 1000 * boundary, on the schedule KSamplerAdvanced samples
+    ('simple', the model's shift; uni_pc's schedule drops the penultimate sigma of steps + 1)."""
     import comfy.samplers
 
-    sampling = model.get_model_object("model_sampling")
-    assert float(sampling.shift) == shift
-    sigmas = comfy.samplers.calculate_sigmas(sampling, "simple", steps)
+    assert float(model.get_model_object("model_sampling").shift) == shift
+    sigmas = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                     scheduler="simple").sigmas
     return int((sigmas[:-1] >= boundary).sum())
 
 
@@ -242,8 +243,8 @@ def test_two_expert_sampler_equals_a_ksampler_advanced_chain_of_two_tsda_patches
     comfy_nodes = get_comfy_nodes()
     positive, negative, latent, trim, layout = encoded
     steps, boundary = 4, 0.875
-    switch = switch_step_from_the_schedule(model, steps, boundary)
-    assert 0 < switch < steps  # both experts run (shift 8: sigmas 1, 0.96, 0.89 | 0.73)
+    switch = switch_step_from_the_schedule(model, steps, boundary, sampler_name)
+    assert 0 < switch < steps  # both experts run (shift 8, euler: sigmas 1, 0.96, 0.89 | 0.73)
     kw = sampler_kwargs(encoded, steps=steps, sampler_name=sampler_name)
     ours = pack.nodes.node_sampler.AnyCrowdSampler().sample(model, **kw, low_noise_model=low_model,
                                                             switch_boundary=boundary)[0]["samples"]
@@ -342,18 +343,23 @@ class TestVAELoader:
 
 
 
-def make_test_variant(prompt: dict, tiny_model_name: str) -> dict:
+def make_test_variant(prompt: dict, *tiny_model_names: str) -> dict:
     """The shipped API prompt with the substitutions that make it run on CPU in seconds:
     - UNETLoader loads a tiny random Wan 2.1 VACE checkpoint (same keys, dim 256) from a temp
-      diffusion_models folder registered with folder_paths;
+      diffusion_models folder registered with folder_paths (the Wan 2.2 VACE-Fun workflow's two
+      UNETLoaders, high- then low-noise expert, load two such files with different weights);
     - CLIPLoader is dropped and both CLIPTextEncode nodes become TestTextEncode (umT5-XXL);
     - VAELoader becomes TestVAELoader (real Wan VAE: 127M parameters, ~10 s per tiny encode);
-    - length 9 at 96x64 instead of 81 at 832x480, keyframes at frame 8 instead of 80, 2 steps.
+    - length 9 at 96x64 instead of 81 at 832x480, keyframes at frame 8 instead of 80, 2 steps
+      (6 with two experts, so that both run: uni_pc at shift 12 puts 5 of 6 steps above 0.875).
     Every AnyCrowd node, LoadImage, LoadImageMask, the mask batching, LoadVideo,
     GetVideoComponents, ImageFromBatch, VAEDecode, CreateVideo and SaveVideo run unchanged."""
     p = json.loads(json.dumps(prompt))
     by_type = {v["class_type"]: k for k, v in p.items()}
-    p[by_type["UNETLoader"]]["inputs"]["unet_name"] = tiny_model_name
+    loaders = [k for k, v in p.items() if v["class_type"] == "UNETLoader"]
+    assert len(loaders) == len(tiny_model_names)
+    for nid, name in zip(loaders, tiny_model_names):
+        p[nid]["inputs"]["unet_name"] = name
     del p[by_type["CLIPLoader"]]
     for nid, node in p.items():
         if node["class_type"] == "CLIPTextEncode":
@@ -362,18 +368,22 @@ def make_test_variant(prompt: dict, tiny_model_name: str) -> dict:
     enc = p[by_type["AnyCrowdIILREncode"]]["inputs"]
     enc.update(width=W, height=H, length=T, boxes=enc["boxes"].replace("80:", f"{T - 1}:"))
     p[by_type["ImageFromBatch"]]["inputs"]["length"] = T
-    p[by_type["AnyCrowdSampler"]]["inputs"].update(steps=2)
+    sampler = p[by_type["AnyCrowdSampler"]]["inputs"]
+    sampler.update(steps=6 if "low_noise_model" in sampler else 2)
     return p
 
 
-def test_api_prompt_executes_through_comfyuis_executor(tmp_path, scene, pack):
+@pytest.mark.parametrize("workflow, experts", [("anycrowd_wan21_vace_1.3B_api.json", 1),
+                                               ("anycrowd_wan22_vace_fun_A14B_api.json", 2)])
+def test_api_prompt_executes_through_comfyuis_executor(tmp_path, scene, pack, workflow, experts, caplog):
     comfy_nodes = get_comfy_nodes()
     import execution
     import folder_paths
 
     models = tmp_path / "diffusion_models"
     models.mkdir()
-    tiny = tiny_vace_state_dict_file(models, seed=0, name="anycrowd_tiny_wan_vace.safetensors")
+    tiny = [tiny_vace_state_dict_file(models, seed=e, name=f"anycrowd_tiny_wan_vace_{e}.safetensors")
+            for e in range(experts)]
     inputs, outputs = tmp_path / "input", tmp_path / "output"
     inputs.mkdir(), outputs.mkdir()
     write_png(scene.reference_image, inputs / "anycrowd_reference.png")
@@ -389,8 +399,9 @@ def test_api_prompt_executes_through_comfyuis_executor(tmp_path, scene, pack):
     registered = {k: v for k, v in pack.NODE_CLASS_MAPPINGS.items() if k not in comfy_nodes.NODE_CLASS_MAPPINGS}
     comfy_nodes.NODE_CLASS_MAPPINGS.update({**added, **registered})
     try:
-        shipped = json.loads((REPO / "workflows" / "anycrowd_wan21_vace_1.3B_api.json").read_text())
-        prompt = make_test_variant(shipped, tiny.name)
+        shipped = json.loads((REPO / "workflows" / workflow).read_text())
+        prompt = make_test_variant(shipped, *(t.name for t in tiny))
+        caplog.set_level("INFO")
         prompt_id = str(uuid.uuid4())
         valid, error, good_outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
         assert valid, (error, node_errors)
@@ -409,6 +420,8 @@ def test_api_prompt_executes_through_comfyuis_executor(tmp_path, scene, pack):
 
         with av.open(str(videos[0])) as container:  # CreateVideo takes the driving video's frame rate
             assert container.streams.video[0].average_rate == 12
+        if experts == 2:  # both experts sampled: 5 high-noise steps, then 1 low-noise step
+            assert "high-noise expert for steps 0-5, low-noise expert for steps 5-6" in caplog.text
     finally:
         for key in list(added) + list(registered):
             comfy_nodes.NODE_CLASS_MAPPINGS.pop(key, None)
