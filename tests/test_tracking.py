@@ -9,7 +9,7 @@ from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.pose import FramePoses, PoseSequence
 from anycrowd_core.pose.evaluate import main as evaluate_main
 from anycrowd_core.pose.evaluate import score_tracking
-from anycrowd_core.pose.scenarios import SCENARIOS, make_scenario
+from anycrowd_core.pose.scenarios import HARD_SCENARIOS, SCENARIOS, make_scenario
 from anycrowd_core.pose.tracking import (
     Tracker, association_cost, box_iou, match_pairs, run_tracker, track_people,
 )
@@ -46,7 +46,7 @@ def walker(x0, dx, t, y=100.0, w=100.0, h=250.0):
     return [x, y, x + w, y + h]
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", [n for n in SCENARIOS if n not in HARD_SCENARIOS])
 def test_scenario_has_zero_identity_switches(name):
     sc = make_scenario(name)
     s = score_tracking(sc, run_tracker(sc.sequence))
@@ -143,11 +143,19 @@ def test_short_detector_miss_is_bridged_by_linear_interpolation():
     assert torch.allclose(tr.keypoints[0, 5, :18], torch.tensor(person(walker(100, 10, 5))[:18]), atol=1e-4)
 
 
-def test_gap_longer_than_max_gap_is_not_bridged():
+def test_gap_longer_than_max_gap_is_not_bridged_when_asked():
     frames = [frame([walker(100, 2, t)]) if not 3 <= t < 8 else frame([]) for t in range(14)]
-    tr = track_people(PoseSequence(frames, H, W), max_gap=2)
+    tr = track_people(PoseSequence(frames, H, W), max_gap=2, bridge_hidden=False)
     assert tr.num_tracks == 1  # found again (re-identified near its predicted place) ...
     assert tr.present[0].tolist() == [True] * 3 + [False] * 5 + [True] * 6  # ... but not bridged
+
+
+def test_person_hidden_inside_the_frame_longer_than_max_gap_is_bridged():
+    frames = [frame([walker(100, 2, t)]) if not 3 <= t < 8 else frame([]) for t in range(14)]
+    r = run_tracker(PoseSequence(frames, H, W), max_gap=2)
+    assert r.tracks.num_tracks == 1 and r.tracks.present.all()
+    assert r.observed[0].tolist() == [True] * 3 + [False] * 5 + [True] * 6
+    assert torch.allclose(r.tracks.boxes[0, 5], torch.tensor(walker(100, 2, 5)))
 
 
 def test_short_spurious_tracks_are_pruned():
@@ -258,6 +266,7 @@ def test_bad_inputs_give_readable_errors():
 
 
 def test_evaluation_command_prints_a_table_and_exits_0(capsys):
-    assert evaluate_main(["--only", "cross_two", "dropped"]) == 0
+    assert evaluate_main(["--only", "cross_two", "dropped", "--seeds", "2"]) == 0
     out = capsys.readouterr().out
     assert "cross_two" in out and "total identity switches: 0" in out
+    assert "IDF1" in out and "identity switches per 1,000 person-frames: 0.00" in out

@@ -1,9 +1,11 @@
-"""Identity-tracking evaluation on the scenarios of `scenarios.py`.
+"""Identity-tracking evaluation on the scenarios of `scenarios.py`, over several seeds.
 
-    python -m anycrowd_core.pose.evaluate [--json] [--seed 0] [--only NAME ...]
+    python -m anycrowd_core.pose.evaluate [--seeds 10] [--seed 0] [--only NAME ...]
+                                          [--appearance on|off|both] [--json]
 
-Prints per scenario the identity switches (MOT-style IDSW), fragmentations, missed and
-false tracks and coverage; exit code 0. Definitions: docs/pose_tracking.md.
+Prints per scenario, summed over the seeds, the identity switches (MOT-style IDSW),
+fragmentations, missed and false tracks, IDF1 and coverage, then the totals and the identity
+switches per 1,000 person-frames; exit code 0. Definitions: docs/pose_tracking.md.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from ..errors import AnyCrowdError
 from .scenarios import SCENARIOS, Scenario, make_scenario
@@ -51,6 +54,11 @@ class TrackingScore:
     false_detections_kept: int
     coverage: float
     seconds: float
+    idf1: float = 0.0
+    person_frames: int = 0
+    idtp: int = 0
+    id_true: int = 0
+    id_pred: int = 0
 
 
 def score_tracking(scenario: Scenario, result: TrackingResult) -> TrackingScore:
@@ -89,6 +97,7 @@ def score_tracking(scenario: Scenario, result: TrackingResult) -> TrackingScore:
         for a, b in zip(obs_t[:-1], obs_t[1:]):
             if b - a > 1 and who[k, a] == who[k, b] >= 0 and present[k, a + 1:b].all():
                 covered[who[k, a], a + 1:b] = True
+    idtp, id_true, id_pred = _id_matches(who, present, scenario.in_frame)
     fragmentations = 0
     missed = 0
     for g in range(n):
@@ -105,52 +114,145 @@ def score_tracking(scenario: Scenario, result: TrackingResult) -> TrackingScore:
         track_swaps=track_swaps, fragmentations=fragmentations, missed_tracks=missed,
         false_tracks=false_tracks, false_detections_kept=int((who == -1).sum()),
         coverage=float(covered[scenario.in_frame].sum() / max(in_pic, 1)), seconds=0.0,
+        idf1=2 * idtp / max(id_true + id_pred, 1), person_frames=int(in_pic), idtp=idtp,
+        id_true=id_true, id_pred=id_pred,
     )
 
 
-def evaluate(names=None, seed: int = 0, config: TrackerConfig | None = None) -> list[TrackingScore]:
-    """Run the tracker on each named scenario (all by default) and score it."""
+def _id_matches(who: np.ndarray, present: np.ndarray, in_frame: np.ndarray) -> tuple[int, int, int]:
+    """IDF1's counts (Ristani et al. 2016): identity-true-positive frames under the best
+    one-to-one track <-> identity matching, in-picture identity frames, present track frames.
+    A track frame counts for identity g where it observed g's detection, or bridges a gap
+    between two detections of g."""
+    m, num_t = who.shape
+    n = in_frame.shape[0]
+    if m == 0 or n == 0:
+        return 0, int(in_frame.sum()), int(present.sum())
+    hits = np.zeros((m, n), dtype=np.int64)
+    for k in range(m):
+        label = np.where(who[k] >= 0, who[k], -1)
+        obs_t = np.flatnonzero(who[k] >= -1)
+        for a, b in zip(obs_t[:-1], obs_t[1:]):
+            if b - a > 1 and who[k, a] == who[k, b] >= 0 and present[k, a + 1:b].all():
+                label[a + 1:b] = who[k, a]
+        good = label >= 0
+        np.add.at(hits[k], label[good], 1)
+    rows, cols = linear_sum_assignment(-hits)
+    return int(hits[rows, cols].sum()), int(in_frame.sum()), int(present.sum())
+
+
+@dataclass
+class ScenarioSummary:
+    """One scenario's scores summed over seeds (IDF1 and coverage pooled over all frames)."""
+
+    name: str
+    seeds: int
+    identities: int
+    tracks: int
+    frames: int
+    id_switches: int
+    track_swaps: int
+    fragmentations: int
+    missed_tracks: int
+    false_tracks: int
+    false_detections_kept: int
+    seeds_with_switches: int
+    idf1: float
+    coverage: float
+    person_frames: int
+    seconds: float
+    idtp: int = 0
+    id_true: int = 0
+    id_pred: int = 0
+
+
+def summarize(name: str, runs: list[TrackingScore]) -> ScenarioSummary:
+    total = lambda f: sum(getattr(r, f) for r in runs)  # noqa: E731
+    pf = total("person_frames")
+    covered = sum(r.coverage * r.person_frames for r in runs)
+    return ScenarioSummary(
+        name=name, seeds=len(runs), identities=total("identities"), tracks=total("tracks"), frames=total("frames"),
+        id_switches=total("id_switches"), track_swaps=total("track_swaps"), fragmentations=total("fragmentations"),
+        missed_tracks=total("missed_tracks"), false_tracks=total("false_tracks"),
+        false_detections_kept=total("false_detections_kept"),
+        seeds_with_switches=sum(r.id_switches > 0 for r in runs),
+        idf1=2 * total("idtp") / max(total("id_true") + total("id_pred"), 1),
+        coverage=covered / max(pf, 1), person_frames=pf, seconds=round(total("seconds"), 4),
+        idtp=total("idtp"), id_true=total("id_true"), id_pred=total("id_pred"),
+    )
+
+
+def evaluate(names=None, seed: int = 0, config: TrackerConfig | None = None, *, seeds: int = 1,
+             appearance: bool = False) -> list[TrackingScore]:
+    """Run the tracker on each named scenario (all by default) for seeds `seed .. seed+seeds-1`
+    and score every run; `appearance` also gives the tracker the scenario's pictures."""
     out = []
     for name in names or list(SCENARIOS):
-        sc = make_scenario(name, seed)
-        start = time.perf_counter()
-        result = run_tracker(sc.sequence, config)
-        elapsed = time.perf_counter() - start
-        s = score_tracking(sc, result)
-        s.seconds = round(elapsed, 4)
-        out.append(s)
+        for s in range(seed, seed + seeds):
+            sc = make_scenario(name, s)
+            frames = sc.frames() if appearance else None
+            start = time.perf_counter()
+            result = run_tracker(sc.sequence, config, frames=frames)
+            elapsed = time.perf_counter() - start
+            score = score_tracking(sc, result)
+            score.seconds = round(elapsed, 4)
+            out.append(score)
     return out
 
 
-def format_table(scores: list[TrackingScore]) -> str:
-    head = ("scenario", "ids", "tracks", "frames", "IDSW", "swaps", "frag", "missed", "false", "FP kept", "coverage")
+def summarize_all(scores: list[TrackingScore]) -> list[ScenarioSummary]:
+    names = list(dict.fromkeys(s.name for s in scores))
+    return [summarize(n, [s for s in scores if s.name == n]) for n in names]
+
+
+def format_table(scores: list[TrackingScore] | list[ScenarioSummary]) -> str:
+    rows_in = summarize_all(scores) if scores and isinstance(scores[0], TrackingScore) else list(scores)
+    head = ("scenario", "seeds", "ids", "tracks", "frames", "IDSW", "swaps", "frag", "missed", "false", "FP kept",
+            "IDF1", "coverage")
     rows = [head] + [
-        (s.name, s.identities, s.tracks, s.frames, s.id_switches, s.track_swaps, s.fragmentations,
-         s.missed_tracks, s.false_tracks, s.false_detections_kept, f"{100 * s.coverage:.1f}%")
-        for s in scores
+        (s.name, s.seeds, s.identities, s.tracks, s.frames, s.id_switches, s.track_swaps, s.fragmentations,
+         s.missed_tracks, s.false_tracks, s.false_detections_kept, f"{100 * s.idf1:.1f}%", f"{100 * s.coverage:.1f}%")
+        for s in rows_in
     ]
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = ["  ".join(str(v).ljust(widths[i]) if i == 0 else str(v).rjust(widths[i]) for i, v in enumerate(r)) for r in rows]
-    total = sum(s.id_switches for s in scores)
+    total = sum(s.id_switches for s in rows_in)
+    pf = sum(s.person_frames for s in rows_in)
+    cov = sum(s.coverage * s.person_frames for s in rows_in) / max(pf, 1)
+    worst = min((s.coverage for s in rows_in), default=1.0)
+    idf1 = 2 * sum(s.idtp for s in rows_in) / max(sum(s.id_true + s.id_pred for s in rows_in), 1)
     lines.append(f"total identity switches: {total}")
+    lines.append(f"person-frames: {pf}; identity switches per 1,000 person-frames: {1000 * total / max(pf, 1):.2f}; "
+                 f"IDF1 {100 * idf1:.2f}%; coverage {100 * cov:.2f}% (lowest scenario {100 * worst:.1f}%)")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="first seed")
+    ap.add_argument("--seeds", type=int, default=10, help="seeds per scenario (seed .. seed+seeds-1)")
     ap.add_argument("--only", nargs="*", help=f"scenario names ({', '.join(SCENARIOS)})")
+    ap.add_argument("--appearance", choices=("off", "on", "both"), default="off",
+                    help="give the tracker the rendered pictures (its colour cue): off, on, or both tables")
     args = ap.parse_args(argv)
+    if args.seeds < 1:
+        print(f"error: --seeds must be at least 1, got {args.seeds}", file=sys.stderr)
+        return 2
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.appearance]
     try:
-        scores = evaluate(args.only, args.seed)
+        results = {m: evaluate(args.only, args.seed, seeds=args.seeds, appearance=m) for m in modes}
     except AnyCrowdError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps([asdict(s) for s in scores], indent=1))
+        print(json.dumps({("appearance" if m else "pose_only"): [asdict(s) for s in summarize_all(r)]
+                          for m, r in results.items()}, indent=1))
     else:
-        print(format_table(scores))
+        for m, r in results.items():
+            if len(modes) > 1:
+                print("with appearance (rendered pictures)" if m else "pose only")
+            print(format_table(r))
     return 0
 
 

@@ -7,16 +7,18 @@ benchmark. Everything is seeded; detections are shuffled within each frame.
 
 from __future__ import annotations
 
+import colorsys
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
+import cv2
 import numpy as np
 import torch
 
 from ..errors import AnyCrowdError
-from ..scenes import _skeleton, make_scene
+from ..scenes import _background, _skeleton, make_scene
 from .types import BODY_POINTS, FACE, LEFT_HAND, NUM_KEYPOINTS, RIGHT_HAND, FramePoses, PoseSequence
 
 
@@ -36,6 +38,14 @@ class Scenario:
     sequence: PoseSequence
     identities: list[np.ndarray]
     in_frame: np.ndarray
+    render: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+
+    def frames(self) -> np.ndarray:
+        """The clip's pictures, uint8 `[T, H, W, 3]` RGB: each person in their own clothing
+        colours (and stripes for some), painted back to front, for the appearance cue."""
+        if self.render is None:
+            raise AnyCrowdError(f"Scenario {self.name!r} has no pictures to render.")
+        return self.render()
 
     @property
     def num_identities(self) -> int:
@@ -94,11 +104,15 @@ class _Person:
 
 def _detections(people: list[_Person], height: int, width: int, rng: np.random.Generator, *,
                 noise: float = 0.01, drop: float = 0.0, max_drop_run: int = 4,
-                false_rate: float = 0.0, occlusion: bool = True, forced_missing: dict | None = None
-                ) -> tuple[list[FramePoses], list[np.ndarray], np.ndarray]:
+                false_rate: float = 0.0, occlusion: bool = True, forced_missing: dict | None = None,
+                stray_near_hidden: float = 0.0,
+                ) -> tuple[list[FramePoses], list[np.ndarray], np.ndarray, np.ndarray]:
     """Detector-like frames for `people`: depth occlusion (heavily covered people vanish, partly
     covered ones lose the covered points), keypoint noise (fraction of height), random drops
-    (runs capped at `max_drop_run`), and spurious detections (`false_rate` per frame)."""
+    (runs capped at `max_drop_run`), spurious detections (`false_rate` per frame), and stray
+    person-like detections near a person hidden by occlusion (`stray_near_hidden`: chance per
+    hidden frame; the detector fires on something in another pose and size, 0.35-0.8 of a
+    body to the side). Also returns the true body points `[N, T, 18, 2]`."""
     n, num_t = len(people), len(people[0].x)
     speed = 2 * math.pi / 8.0
     body = np.zeros((n, num_t, BODY_POINTS, 2))
@@ -138,6 +152,15 @@ def _detections(people: list[_Person], height: int, width: int, rng: np.random.G
                     missing = True
             drop_run[i] = drop_run[i] + 1 if missing else 0
             if missing:
+                if stray_near_hidden > 0 and covered_frac > 0.5 and rng.random() < stray_near_hidden:
+                    # Something person-like (another pose, another size) a jump away from
+                    # where the hidden person is: left or right, at about the same height.
+                    s_fp = size * rng.uniform(0.7, 1.1)
+                    off_x = rng.choice([-1.0, 1.0]) * rng.uniform(0.35, 0.8) * size
+                    off_y = rng.uniform(-0.15, 0.15) * size
+                    pts = _skeleton(float(body[i, t, 1, 0] + off_x), float(people[i].feet[t] + off_y), s_fp,
+                                    rng.uniform(0, 6), "dance" if rng.random() < 0.5 else "walk", 1.0)
+                    fp_alive.append((int(rng.integers(1, 4)), pts, float(rng.uniform(0.55, 0.85)), s_fp))
                 continue
             pts = body[i, t] + rng.normal(0, noise * size, size=(BODY_POINTS, 2))
             vis = conf > 0
@@ -183,7 +206,7 @@ def _detections(people: list[_Person], height: int, width: int, rng: np.random.G
         perm = rng.permutation(len(box_list))
         frames.append(_frame(kp_list, box_list, sc_list, perm))
         ids.append(np.asarray(id_list, dtype=np.int64)[perm] if id_list else np.zeros(0, np.int64))
-    return frames, ids, in_frame
+    return frames, ids, in_frame, body
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
@@ -214,8 +237,72 @@ def _ease(u: np.ndarray) -> np.ndarray:
 
 
 def _scenario(name, description, people, height, width, rng, **kw) -> Scenario:
-    frames, ids, in_frame = _detections(people, height, width, rng, **kw)
-    return Scenario(name, description, PoseSequence(frames, height, width), ids, in_frame)
+    frames, ids, in_frame, body = _detections(people, height, width, rng, **kw)
+    look_seed = int(rng.integers(2**32))  # drawn after the detections, which stay as they were
+    feet = np.stack([p.feet for p in people])
+    sizes = np.stack([p.size for p in people])
+    return Scenario(name, description, PoseSequence(frames, height, width), ids, in_frame,
+                    render=lambda: render_people(body, feet, sizes, height, width, look_seed))
+
+
+def _clothes(num: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 `[N, 4, 3]` (shirt, sleeves/stripes, trousers, skin) RGB and bool `[N]` striped.
+    Shirt hues are spread around the colour wheel (distinct people, as in a real clip); every
+    other person has a striped shirt, so texture differs too."""
+    offset = rng.uniform(0, 1)
+    out = np.zeros((num, 4, 3))
+    for i in range(num):
+        h = (offset + i / max(num, 1) + rng.uniform(-0.03, 0.03)) % 1.0
+        out[i, 0] = colorsys.hsv_to_rgb(h, rng.uniform(0.55, 0.9), rng.uniform(0.6, 0.95))
+        out[i, 1] = colorsys.hsv_to_rgb((h + rng.uniform(0.3, 0.7)) % 1.0, 0.6, rng.uniform(0.3, 0.9))
+        out[i, 2] = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.2, 0.7), rng.uniform(0.2, 0.5))
+        out[i, 3] = colorsys.hsv_to_rgb(rng.uniform(0.02, 0.1), rng.uniform(0.3, 0.6), rng.uniform(0.5, 0.95))
+    striped = (np.arange(num) + rng.integers(2)) % 2 == 1
+    return np.round(out * 255).astype(np.uint8), striped
+
+
+def render_people(body: np.ndarray, feet: np.ndarray, sizes: np.ndarray, height: int, width: int,
+                  seed: int) -> np.ndarray:
+    """uint8 `[T, H, W, 3]`: figures with body points `[N, T, 18, 2]` px painted back to front
+    (larger feet y = nearer) over a textured backdrop, each in its own clothes (see `_clothes`)."""
+    rng = np.random.default_rng(seed)
+    n, num_t = body.shape[:2]
+    clothes, striped = _clothes(n, rng)
+    backdrop = np.round(_background(height, width, rng) * 255).astype(np.uint8)
+    out = np.repeat(backdrop[None], num_t, axis=0)
+    for t in range(num_t):
+        canvas = out[t]
+        for i in np.argsort(feet[:, t], kind="stable"):
+            _paint_person(canvas, body[i, t], float(sizes[i, t]), clothes[i], bool(striped[i]))
+    return out
+
+
+def _paint_person(canvas: np.ndarray, kp: np.ndarray, size: float, clothes: np.ndarray, striped: bool) -> None:
+    u = size / 8.0
+    p = np.round(kp).astype(np.int32)
+    shirt, second, trousers, skin = (tuple(int(v) for v in c) for c in clothes)
+    leg, arm = max(3, int(round(0.9 * u))), max(2, int(round(0.7 * u)))
+    for a, b in ((8, 9), (9, 10), (11, 12), (12, 13)):
+        cv2.line(canvas, tuple(p[a]), tuple(p[b]), trousers, leg, cv2.LINE_8)
+    cv2.fillPoly(canvas, [np.stack([p[8], p[11], p[12], p[9]])], trousers)
+    torso = np.stack([p[1] + [0, -1], p[2], p[8], p[11], p[5]])
+    cv2.fillPoly(canvas, [torso], shirt)
+    if striped:
+        x0, y0 = torso.min(0)
+        x1, y1 = torso.max(0) + 1
+        step = max(2, int(round(0.45 * u)))
+        if x1 > x0 and y1 > y0:
+            local = np.zeros((y1 - y0, x1 - x0), np.uint8)
+            cv2.fillPoly(local, [torso - [x0, y0]], 1)
+            local[(np.arange(y1 - y0) // step) % 2 == 0] = 0
+            ys, xs = np.nonzero(local)
+            ys, xs = ys + y0, xs + x0
+            ok = (ys >= 0) & (ys < canvas.shape[0]) & (xs >= 0) & (xs < canvas.shape[1])
+            canvas[ys[ok], xs[ok]] = second
+    for a, b in ((2, 3), (3, 4), (5, 6), (6, 7)):
+        cv2.line(canvas, tuple(p[a]), tuple(p[b]), second if not striped else shirt, arm, cv2.LINE_8)
+    head = np.round((kp[16] + kp[17]) / 2.0).astype(np.int32)
+    cv2.circle(canvas, tuple(head), max(2, int(round(u * 0.62))), skin, -1)
 
 
 # ---- hand-made trajectories ----------------------------------------------------------------
@@ -349,6 +436,114 @@ def noisy_crowd(seed: int = 0, num_people: int = 9, num_frames: int = 120, drop:
                      people, h, w, rng, drop=drop, false_rate=false_rate, noise=noise)
 
 
+# ---- harder cases: edge entries, pose-dependent boxes, strays while hidden -----------------
+# Each failure class of the first tracker has its own cases (docs/pose_tracking.md, "Robustness").
+
+def _ramp(t: int, a: float, b: float, t0: int, t1: int) -> np.ndarray:
+    """Positions `[t]` going from a (until t0) to b (from t1) at constant speed."""
+    return a + (b - a) * np.clip((np.arange(t) - t0) / max(t1 - t0, 1), 0, 1)
+
+
+def edge_entry_cross(seed: int = 0) -> Scenario:
+    rng = np.random.default_rng(_seed("edge_entry_cross", seed))
+    h, w, t = 480, 832, 80
+    people = [
+        _Person(_ramp(t, -0.03 * w, 0.8 * w, 0, t - 1), np.full(t, 0.88 * h), np.full(t, 0.5 * h), rng.uniform(0, 6)),
+        _Person(_ramp(t, 0.62 * w, 0.2 * w, 0, t - 1), np.full(t, 0.9 * h), np.full(t, 0.5 * h), rng.uniform(0, 6)),
+    ]
+    return _scenario("edge_entry_cross", "one person enters half out of the left edge and crosses a walker of the same size",
+                     people, h, w, rng)
+
+
+def edge_entry_both(seed: int = 0) -> Scenario:
+    rng = np.random.default_rng(_seed("edge_entry_both", seed))
+    h, w, t = 480, 832, 70
+    people = [
+        _Person(_ramp(t, -0.04 * w, 1.04 * w, 0, t - 1), np.full(t, 0.88 * h), np.full(t, 0.52 * h), rng.uniform(0, 6)),
+        _Person(_ramp(t, 1.04 * w, -0.04 * w, 0, t - 1), np.full(t, 0.89 * h), np.full(t, 0.52 * h), rng.uniform(0, 6)),
+    ]
+    return _scenario("edge_entry_both", "two people enter half out of opposite edges at once and cross in the middle",
+                     people, h, w, rng)
+
+
+def edge_entry_group(seed: int = 0) -> Scenario:
+    rng = np.random.default_rng(_seed("edge_entry_group", seed))
+    h, w, t = 480, 832, 110
+    people = [
+        _Person(np.full(t, 0.35 * w), np.full(t, 0.92 * h), np.full(t, 0.5 * h), rng.uniform(0, 6), "dance"),
+        _Person(np.full(t, 0.65 * w), np.full(t, 0.9 * h), np.full(t, 0.5 * h), rng.uniform(0, 6), "dance"),
+        _Person(_ramp(t, 1.03 * w, 0.12 * w, 0, 80), np.full(t, 0.86 * h), np.full(t, 0.47 * h), rng.uniform(0, 6)),
+        _Person(_ramp(t, -0.03 * w, 0.85 * w, 25, t - 1), np.full(t, 0.88 * h), np.full(t, 0.49 * h), rng.uniform(0, 6)),
+    ]
+    return _scenario("edge_entry_group", "two walkers enter half out of the edges and pass two dancers (behind and in front)",
+                     people, h, w, rng)
+
+
+def pose_box_cross(seed: int = 0) -> Scenario:
+    rng = np.random.default_rng(_seed("pose_box_cross", seed))
+    h, w, t = 480, 832, 90
+    people = [
+        _Person(_ramp(t, 0.3 * w, 0.7 * w, 5, 85), np.full(t, 0.88 * h), np.full(t, 0.5 * h), rng.uniform(0, 6), "dance"),
+        _Person(_ramp(t, 0.7 * w, 0.3 * w, 5, 85), np.full(t, 0.885 * h), np.full(t, 0.5 * h), rng.uniform(0, 6), "dance"),
+    ]
+    return _scenario("pose_box_cross", "two dancers waving their arms pass each other slowly at the same depth "
+                     "(boxes change with the arms)", people, h, w, rng, noise=0.015)
+
+
+def line_swap9(seed: int = 0) -> Scenario:
+    rng = np.random.default_rng(_seed("line_swap9", seed))
+    h, w, t, n = 480, 832, 100, 9
+    spacing = w / n
+    size = min(0.5 * h, 1.2 * spacing / 0.6)
+    slot = (np.arange(n) + 0.5) * spacing
+    phases = rng.uniform(0, 6, n)
+    x = np.repeat(slot[:, None], t, axis=1)
+    feet = np.full((n, t), 0.88 * h) + (np.arange(n) % 3)[:, None] * 0.01 * h
+    place = np.arange(n)  # place[i] = slot index person i stands at
+    for first, (t0, t1) in ((0, (10, 40)), (1, (55, 85))):
+        tt = np.arange(t)
+        u = _ease(np.clip((tt - t0) / (t1 - t0), 0, 1))
+        window = (tt >= t0) & (tt <= t1)
+        who = np.argsort(place)  # who[s] = person at slot s
+        for s in range(first, n - 1, 2):
+            a, b = who[s], who[s + 1]
+            x[a, tt >= t0] = slot[s] + spacing * u[tt >= t0]
+            x[b, tt >= t0] = slot[s + 1] - spacing * u[tt >= t0]
+            bump = 0.03 * h * np.sin(np.pi * u) * window
+            feet[a] += bump
+            feet[b] -= bump
+            place[a], place[b] = s + 1, s
+    people = [_Person(x[i], feet[i], np.full(t, size), float(phases[i]), "dance") for i in range(n)]
+    return _scenario("line_swap9", "a line of 9 dancers; neighbours swap places in pairs, twice (one passes in front)",
+                     people, h, w, rng, noise=0.015)
+
+
+def hidden_false_positive(seed: int = 0) -> Scenario:
+    rng = np.random.default_rng(_seed("hidden_false_positive", seed))
+    h, w, t = 480, 832, 80
+    people = [
+        _Person(np.full(t, 0.5 * w), np.full(t, 0.94 * h), np.full(t, 0.62 * h), rng.uniform(0, 6), "dance"),
+        _Person(_ramp(t, 0.2 * w, 0.8 * w, 0, t - 1), np.full(t, 0.82 * h), np.full(t, 0.48 * h), rng.uniform(0, 6)),
+        _Person(_ramp(t, 0.9 * w, 0.65 * w, 0, t - 1), np.full(t, 0.86 * h), np.full(t, 0.5 * h), rng.uniform(0, 6)),
+    ]
+    return _scenario("hidden_false_positive", "a walker hidden behind a dancer while stray detections pop up next to "
+                     "where it is", people, h, w, rng, stray_near_hidden=0.6)
+
+
+def hidden_stray_crowd(seed: int = 0) -> Scenario:
+    rng = np.random.default_rng(_seed("hidden_stray_crowd", seed))
+    h, w, t = 480, 832, 100
+    people = [
+        _Person(np.full(t, 0.3 * w), np.full(t, 0.95 * h), np.full(t, 0.6 * h), rng.uniform(0, 6), "dance"),
+        _Person(np.full(t, 0.7 * w), np.full(t, 0.95 * h), np.full(t, 0.6 * h), rng.uniform(0, 6), "dance"),
+        _Person(_ramp(t, 0.1 * w, 0.9 * w, 0, t - 1), np.full(t, 0.8 * h), np.full(t, 0.45 * h), rng.uniform(0, 6)),
+        _Person(_ramp(t, 0.9 * w, 0.15 * w, 10, t - 1), np.full(t, 0.83 * h), np.full(t, 0.46 * h), rng.uniform(0, 6)),
+        _Person(_ramp(t, 0.5 * w, 0.05 * w, 20, t - 1), np.full(t, 0.78 * h), np.full(t, 0.44 * h), rng.uniform(0, 6)),
+    ]
+    return _scenario("hidden_stray_crowd", "three walkers pass behind two dancers; stray detections near the hidden "
+                     "ones and spurious boxes", people, h, w, rng, stray_near_hidden=0.25, false_rate=0.3)
+
+
 # ---- procedural scenes ------------------------------------------------------------------
 
 def from_scene(scenario: str, num_characters: int = 3, num_frames: int = 33, height: int = 128,
@@ -373,8 +568,9 @@ def from_scene(scenario: str, num_characters: int = 3, num_frames: int = 33, hei
                                  torch.full((len(who),), 0.9)))
         ids.append(who.astype(np.int64))
     name = f"scene_{scenario}{num_characters}"
+    video = scene.video
     return Scenario(name, f"procedural scene '{scenario}', {num_characters} characters", PoseSequence(frames, height, width),
-                    ids, in_frame)
+                    ids, in_frame, render=lambda: video.mul(255).round().clamp(0, 255).to(torch.uint8).numpy())
 
 
 SCENARIOS: dict[str, Callable[[int], Scenario]] = {
@@ -391,7 +587,18 @@ SCENARIOS: dict[str, Callable[[int], Scenario]] = {
     "dropped": dropped,
     "false_positives": false_positives,
     "noisy_crowd": noisy_crowd,
+    "edge_entry_cross": edge_entry_cross,
+    "edge_entry_both": edge_entry_both,
+    "edge_entry_group": edge_entry_group,
+    "pose_box_cross": pose_box_cross,
+    "line_swap9": line_swap9,
+    "hidden_false_positive": hidden_false_positive,
+    "hidden_stray_crowd": hidden_stray_crowd,
 }
+# The cases added for the three failure classes of the first tracker (edge entry, pose-dependent
+# boxes in overlaps, strays while hidden); the rest are the original specification.
+HARD_SCENARIOS = ("edge_entry_cross", "edge_entry_both", "edge_entry_group", "pose_box_cross", "line_swap9",
+                  "hidden_false_positive", "hidden_stray_crowd")
 
 
 def make_scenario(name: str, seed: int = 0) -> Scenario:

@@ -1,8 +1,10 @@
 """Identity tracking: per-frame detections (`PoseSequence`) -> `PoseTracks` with stable ids.
 
-Hungarian assignment on predicted-box IoU plus motion-compensated keypoint distance, an
-alpha-beta (steady-state Kalman) constant-velocity filter on box centre and size, gaps bridged
-by interpolation, exits re-identified on re-entry, short tracks pruned. See docs/pose_tracking.md.
+Hungarian assignment on predicted-box IoU plus motion-compensated keypoint distance, each term
+weighted by how reliable it is, sudden jumps gated against the motion model, an optional torso
+colour cue from the frames, an alpha-beta (steady-state Kalman) constant-velocity filter on
+box centre and size, gaps bridged by interpolation, exits re-identified on re-entry, short
+tracks pruned. See docs/pose_tracking.md.
 """
 
 from __future__ import annotations
@@ -15,9 +17,15 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from ..errors import AnyCrowdError
+from .appearance import (
+    HIST_SIZE, frame_as_uint8, histogram_distance, torso_clearance, torso_histograms, torso_regions,
+)
 from .types import BODY_POINTS, NUM_KEYPOINTS, FramePoses, PoseSequence, PoseTracks
 
 _TENTATIVE_GATE = 0.6  # fraction of max_cost a not-yet-confirmed track may match at
+# Colour distance typical of the same person seen twice (pose, lighting, a little background in
+# the crop): a pair at this distance pays nothing for colour, nearer earns a bonus, farther pays.
+APPEARANCE_SAME = 0.25
 KPT_MIN_CONF = 0.3  # keypoints below this confidence are not used for matching (DWPose's draw threshold)
 _ACTIVE, _DORMANT, _DEAD = 0, 1, 2
 # Box sides as bits, for "left through the left edge, came back through the left edge".
@@ -49,6 +57,23 @@ class TrackerConfig:
     alpha, beta: position and velocity gains of the alpha-beta filter.
     coast_penalty: added to a pair's cost per frame the track went unobserved, for ranking
         only (the max_cost gate uses the plain cost): recently seen tracks win ties.
+    jump_gate, jump_gate_growth: a detection whose keypoints sit farther from the track's
+        predicted keypoints than (jump_gate + jump_gate_growth x frames unobserved) x the
+        person's height is a sudden jump the motion model rules out: never matched.
+    hidden_gate: a track unobserved in the last frame only takes a detection costing at most
+        hidden_gate x max_cost.
+    hidden_reentry_max_cost: gate of the re-identification cost of a track lost inside the
+        picture (hidden for longer than max_gap).
+    bridge_hidden: a track lost inside the picture for longer than max_gap and found again
+        inside it (a person hidden behind others) is bridged over the gap (interpolated, marked
+        present); False: absent while unseen.
+    suspect_extra: extra observations a track needs before it counts (and may take over a
+        lost identity) when it was born next to where a hidden track is predicted (a stray
+        detection near a hidden person is not that person).
+    appearance: use the torso colour cue when frames are given.
+    appearance_weight: weight of the colour distance (Bhattacharyya, 0..1, minus
+        APPEARANCE_SAME) in the costs; a torso partly under another person's box counts less.
+    appearance_rate: update rate of each track's running-average histogram.
     """
 
     max_gap: int = 8
@@ -66,6 +91,15 @@ class TrackerConfig:
     alpha: float = 0.8
     beta: float = 0.3
     coast_penalty: float = 0.05
+    jump_gate: float = 0.2
+    hidden_gate: float = 0.8
+    hidden_reentry_max_cost: float = 0.8
+    bridge_hidden: bool = True
+    jump_gate_growth: float = 0.02
+    suspect_extra: int = 2
+    appearance: bool = True
+    appearance_weight: float = 1.0
+    appearance_rate: float = 0.1
 
     def __post_init__(self):
         def need(ok: bool, what: str) -> None:
@@ -87,6 +121,13 @@ class TrackerConfig:
         need(0 <= self.edge_margin < 0.5, f"edge_margin must be in [0, 0.5), got {self.edge_margin}")
         need(0 < self.alpha <= 1 and 0 <= self.beta <= 1,
              f"alpha must be in (0, 1] and beta in [0, 1], got {self.alpha}, {self.beta}")
+        need(self.jump_gate > 0 and self.jump_gate_growth >= 0,
+             f"jump_gate must be > 0 and jump_gate_growth >= 0, got {self.jump_gate}, {self.jump_gate_growth}")
+        need(0 < self.hidden_gate <= 1, f"hidden_gate must be in (0, 1], got {self.hidden_gate}")
+        need(int(self.suspect_extra) == self.suspect_extra and self.suspect_extra >= 0,
+             f"suspect_extra must be a whole number >= 0, got {self.suspect_extra!r}")
+        need(self.appearance_weight >= 0, f"appearance_weight must be >= 0, got {self.appearance_weight}")
+        need(0 < self.appearance_rate <= 1, f"appearance_rate must be in (0, 1], got {self.appearance_rate}")
 
 
 @dataclass
@@ -111,6 +152,17 @@ def _sides(boxes: np.ndarray, height: int, width: int, margin: float) -> np.ndar
         (boxes[:, 0] <= mx) * _LEFT + (boxes[:, 1] <= my) * _TOP
         + (boxes[:, 2] >= width - mx) * _RIGHT + (boxes[:, 3] >= height - my) * _BOTTOM
     ).astype(np.int64)
+
+
+def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection areas `[A, B]` of xyxy boxes."""
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    return np.clip(w, 0, None) * np.clip(h, 0, None)
+
+
+def _pick(app, idx):
+    return None if app is None else tuple(a[idx] for a in app)
 
 
 def _to_cxcywh(b: np.ndarray) -> np.ndarray:
@@ -150,14 +202,23 @@ def keypoint_distance(pred: np.ndarray, pred_valid: np.ndarray, det: np.ndarray,
     return np.where(count > 0, total / np.maximum(count, 1), 1.0), count
 
 
+KPT_RELIABLE = 6  # shared confident body points at which the keypoint term is fully trusted
+
+
 def association_cost(pred_boxes: np.ndarray, pred_kpts: np.ndarray, pred_valid: np.ndarray,
                      det_boxes: np.ndarray, det_kpts: np.ndarray, det_valid: np.ndarray,
-                     iou_weight: float, kpt_weight: float, scale: np.ndarray | None = None) -> np.ndarray:
+                     iou_weight: float, kpt_weight: float, scale: np.ndarray | None = None,
+                     box_reliability: np.ndarray | None = None) -> np.ndarray:
     """Cost `[A, D]` of giving detection d to track a (lower is better, 0 = identical).
 
-    iou_weight * (1 - IoU) + kpt_weight * keypoint_distance, with the keypoint term replaced
-    by (1 - IoU) where the two share no confident keypoint. scale `[A]` (person height px)
-    normalises distances; default: the predicted box height.
+    A weighted mean of the box term (1 - IoU) and the keypoint term (keypoint_distance, replaced
+    by 1 - IoU where the two share no confident keypoint), scaled to iou_weight + kpt_weight:
+    cost = (wb (1 - IoU) + wk kd) (iou_weight + kpt_weight) / (wb + wk), with
+    wb = iou_weight x box_reliability `[A, D]` (default 1: a box cut by the frame edge or a track
+    whose box keeps changing shape with the pose is less telling) and wk = kpt_weight x
+    min(shared points / KPT_RELIABLE, 1). With both terms reliable this is
+    iou_weight (1 - IoU) + kpt_weight kd. scale `[A]` (person height px) normalises
+    distances; default: the predicted box height.
     """
     iou = box_iou(pred_boxes, det_boxes)
     if scale is None:
@@ -165,7 +226,26 @@ def association_cost(pred_boxes: np.ndarray, pred_kpts: np.ndarray, pred_valid: 
     scale = np.maximum(scale, 1.0)
     kd, count = keypoint_distance(pred_kpts, pred_valid, det_kpts, det_valid, scale)
     kd = np.where(count > 0, kd, 1.0 - iou)
-    return iou_weight * (1.0 - iou) + kpt_weight * kd
+    wb = iou_weight * (1.0 if box_reliability is None else box_reliability)
+    wk = kpt_weight * np.minimum(count / KPT_RELIABLE, 1.0)
+    wsum = wb + wk
+    mixed = (wb * (1.0 - iou) + wk * kd) * (iou_weight + kpt_weight) / np.where(wsum > 0, wsum, 1.0)
+    return np.where(wsum > 0, mixed, (iou_weight + kpt_weight) * (1.0 - iou))
+
+
+def keypoint_jump(pred: np.ndarray, pred_valid: np.ndarray, det: np.ndarray, det_valid: np.ndarray,
+                  scale: np.ndarray, pred_boxes: np.ndarray, det_boxes: np.ndarray) -> np.ndarray:
+    """How far `[A, D]` (in person heights) detection d sits from track a's prediction: the
+    length of the mean shift of the body points seen in both (at least 3), else of the box
+    centres."""
+    common = pred_valid[:, None] & det_valid[None]
+    count = common.sum(-1)
+    diff = det[None] - pred[:, None]  # [A, D, K, 2]
+    mean = np.where(common[..., None], diff, 0.0).sum(2) / np.maximum(count, 1)[..., None]
+    pc = (pred_boxes[:, None, :2] + pred_boxes[:, None, 2:]) * 0.5
+    dc = (det_boxes[None, :, :2] + det_boxes[None, :, 2:]) * 0.5
+    shift = np.where((count >= 3)[..., None], mean, dc - pc)
+    return np.sqrt((shift * shift).sum(-1)) / np.maximum(scale, 1.0)[:, None]
 
 
 def match_pairs(cost: np.ndarray, max_cost: float, feasible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -196,8 +276,9 @@ def match_pairs(cost: np.ndarray, max_cost: float, feasible: np.ndarray | None =
 class Tracker:
     """Frame-by-frame tracker; `track_people` drives it over a whole `PoseSequence`.
 
-    update(keypoints [D, 128, 3], boxes [D, 4], scores [D]) (numpy or torch, pixels) returns
-    the internal track number given to each detection (-1 = none); `finish()` prunes, bridges,
+    update(keypoints [D, 128, 3], boxes [D, 4], scores [D], frame=None) (numpy or torch,
+    pixels; frame: the picture `[H, W, 3]`, uint8 or 0..1, for the colour cue) returns the
+    internal track number given to each detection (-1 = none); `finish()` prunes, bridges,
     smooths and orders the tracks and returns a `TrackingResult`.
     """
 
@@ -227,9 +308,16 @@ class Tracker:
         self.sides = np.zeros(cap, dtype=np.int64)  # edges touched at the last observation
         self.status = np.zeros(cap, dtype=np.int64)
         self.score_sum = np.zeros(cap)
+        self.need = np.zeros(cap, dtype=np.int64)  # observations to be confirmed
+        self.box_ok = np.zeros(cap, dtype=bool)  # box model taken from a box not cut by the frame
+        self.box_jitter = np.zeros(cap)  # running mean of |log size change| between observations
+        self.first_pos = np.zeros((cap, 2))  # centre at the first observation of the segment
+        self.hist = np.zeros((cap, HIST_SIZE), dtype=np.float32)  # running torso colour histogram
+        self.hist_ok = np.zeros(cap, dtype=bool)
         self.obs_t: list[list[int]] = []
         self.obs_det: list[list[int]] = []
         self.obs_new_segment: list[list[bool]] = []  # True: re-entry / re-identification, not bridged
+        self.obs_bridge: list[list[bool]] = []  # True: re-identified inside the frame (hidden): bridged
 
     # ---- state storage -------------------------------------------------------------
     def _grow(self, need: int) -> None:
@@ -238,7 +326,7 @@ class Tracker:
             return
         new = max(need, 2 * cap)
         for name in ("pos", "vel", "rel", "rel_valid", "last_t", "n_obs", "seg_obs", "first_t", "first_sides",
-                     "sides", "status", "score_sum"):
+                     "sides", "status", "score_sum", "need", "box_ok", "box_jitter", "first_pos", "hist", "hist_ok"):
             old = getattr(self, name)
             arr = np.zeros((new,) + old.shape[1:], dtype=old.dtype)
             arr[:cap] = old
@@ -256,7 +344,7 @@ class Tracker:
         return b
 
     # ---- one frame -----------------------------------------------------------------
-    def update(self, keypoints, boxes, scores) -> np.ndarray:
+    def update(self, keypoints, boxes, scores, frame=None) -> np.ndarray:
         """Assign the detections of the next frame; returns track numbers `[D]` (-1 = none)."""
         kp, bx, sc = (np.asarray(a.detach().cpu().float().numpy() if isinstance(a, Tensor) else a, dtype=np.float32)
                       for a in (keypoints, boxes, scores))
@@ -271,9 +359,11 @@ class Tracker:
         self._frames_score.append(sc)
         offset = self._seen
         self._seen += len(bx)
-        return self._step(kp[:, :BODY_POINTS], bx.astype(np.float64), sc, offset)
+        picture = frame_as_uint8(frame) if frame is not None and self.cfg.appearance else None
+        return self._step(kp[:, :BODY_POINTS], bx.astype(np.float64), sc, offset, picture)
 
-    def _step(self, body: np.ndarray, boxes: np.ndarray, scores: np.ndarray, offset: int) -> np.ndarray:
+    def _step(self, body: np.ndarray, boxes: np.ndarray, scores: np.ndarray, offset: int,
+              picture: np.ndarray | None = None) -> np.ndarray:
         cfg, t = self.cfg, self.t
         self.t += 1
         n_det = len(boxes)
@@ -284,7 +374,7 @@ class Tracker:
         # Tracks that coasted past max_gap leave the normal matching; confirmed ones wait for re-entry.
         # Tentative tracks (not yet min_track_length observations) die at their first miss,
         # so chains of unrelated spurious boxes cannot add up to a track.
-        confirmed = self.n_obs[:n] >= cfg.min_track_length
+        confirmed = self.n_obs[:n] >= self.need[:n]
         status[(status == _ACTIVE) & ~confirmed & (missed >= 1)] = _DEAD
         expire = (status == _ACTIVE) & (missed >= cfg.max_gap + 1)
         status[expire] = _DORMANT
@@ -299,6 +389,16 @@ class Tracker:
         det_boxes = boxes[dets]
         det_xy = body[dets, :, :2].astype(np.float64)
         det_valid = body[dets, :, 2] >= KPT_MIN_CONF
+        det_sides = _sides(det_boxes, self.height, self.width, cfg.edge_margin)
+        app = None
+        if picture is not None:
+            regions = torso_regions(body[dets])
+            hists, hist_ok = torso_histograms(picture, body[dets], regions)
+            # A torso crop under another person's box may mix two people's colours: it counts
+            # less in the cost (never nothing: a mix is still nearer its own person) and only a
+            # clear view feeds the track's running histogram.
+            clear = torso_clearance(regions, det_boxes) * hist_ok
+            app = (hists, hist_ok, clear)
 
         # Stage 1: active tracks vs all usable detections, on the motion prediction.
         active = np.flatnonzero(status == _ACTIVE)
@@ -306,31 +406,53 @@ class Tracker:
         if len(active):
             state, _ = self._predict(active, t)
             # Detector boxes stop at the frame edge: clip the prediction the same way.
-            pred_boxes = self._clip(_to_xyxy(state))
+            full = _to_xyxy(state)
+            pred_boxes = self._clip(full.copy())
             pred_kp = state[:, None, :2] + self.rel[active]
+            # How much to trust the box term: a box cut by the frame edge (the detection's or
+            # the prediction's) shows only part of the person, and a track whose box keeps
+            # changing shape with the pose (stride, arms) predicts its box poorly.
+            area_full = np.maximum((full[:, 2] - full[:, 0]) * (full[:, 3] - full[:, 1]), 1.0)
+            area_clip = (pred_boxes[:, 2] - pred_boxes[:, 0]) * (pred_boxes[:, 3] - pred_boxes[:, 1])
+            cut = (area_clip < 0.9 * area_full)[:, None] | (det_sides != 0)[None, :]
+            box_rel = np.where(cut, 0.3, 1.0) / (1.0 + self.box_jitter[active] / 0.15)[:, None]
             cost = association_cost(pred_boxes, pred_kp, self.rel_valid[active], det_boxes, det_xy, det_valid,
-                                    cfg.iou_weight, cfg.kpt_weight, state[:, 3])
+                                    cfg.iou_weight, cfg.kpt_weight, state[:, 3], box_rel)
+            if app is not None:
+                both = self.hist_ok[active][:, None] & app[1][None, :]
+                dist = histogram_distance(self.hist[active], app[0])
+                cost = cost + cfg.appearance_weight * np.where(
+                    both, (dist - APPEARANCE_SAME) * (0.4 + 0.6 * app[2])[None, :], 0.0)
             # Gate on the cost itself; rank with a small penalty per missed frame so a track
             # seen in the last frame wins a tie against one coasting blind through the same
             # place (someone walking behind a person who stands still).
             missed_a = np.minimum(t - self.last_t[active] - 1, cfg.max_gap)
+            # A sudden jump away from the motion model is another person or a stray detection:
+            # a hidden track stays unmatched rather than run off with it.
+            jump = keypoint_jump(pred_kp, self.rel_valid[active], det_xy, det_valid, state[:, 3], pred_boxes,
+                                 det_boxes)
+            in_reach = jump <= (cfg.jump_gate + cfg.jump_gate_growth * missed_a)[:, None]
             # (Capped at max_cost so a feasible pair always beats leaving both unmatched.)
             ranked = np.minimum(cost + cfg.coast_penalty * missed_a[:, None], cfg.max_cost)
             # Confirmed tracks choose first; tentative ones (maybe spurious) get what is left.
             confirmed_a = self.n_obs[active] >= cfg.min_track_length
             # A tentative track has no velocity yet and real people move smoothly, so it gets a
             # tighter gate: spurious boxes that pop up near each other do not chain into a track.
-            for group, gate in ((np.flatnonzero(confirmed_a), cfg.max_cost),
-                                (np.flatnonzero(~confirmed_a), _TENTATIVE_GATE * cfg.max_cost)):
+            # A hidden (coasting) track also only takes a close match: a stray detection near it
+            # costs more than the person showing again, and leaving it unmatched costs nothing.
+            gate_a = cfg.max_cost * np.where(missed_a > 0, cfg.hidden_gate, 1.0)
+            gate_a = np.where(confirmed_a, gate_a, _TENTATIVE_GATE * cfg.max_cost)
+            for group in (np.flatnonzero(confirmed_a), np.flatnonzero(~confirmed_a)):
                 cand = np.flatnonzero(free_det)
                 if len(group) == 0 or len(cand) == 0:
                     continue
                 sub = np.ix_(group, cand)
-                rows, cols = match_pairs(ranked[sub], cfg.max_cost, feasible=cost[sub] <= gate)
+                feasible = (cost[sub] <= gate_a[group][:, None]) & in_reach[sub]
+                rows, cols = match_pairs(ranked[sub], cfg.max_cost, feasible=feasible)
                 if len(rows):
                     tr_idx, c = active[group[rows]], cand[cols]
                     self._observe(tr_idx, dets[c], det_boxes[c], det_xy[c], det_valid[c],
-                                  scores[dets[c]], t, offset, new_segment=False)
+                                  scores[dets[c]], t, offset, new_segment=False, app=_pick(app, c))
                     assign[dets[c]] = tr_idx
                     free_det[c] = False
 
@@ -340,6 +462,19 @@ class Tracker:
             new = np.arange(n, n + len(starters))
             self._grow(n + len(starters))
             self.n = n + len(starters)
+            self.need[new] = cfg.min_track_length
+            lost_inside = (self.status[:n] == _DORMANT) & (self.sides[:n] == 0)
+            if cfg.reentry_gap is not None:
+                lost_inside &= t - self.last_t[:n] - 1 <= cfg.reentry_gap
+            hidden = np.flatnonzero((((self.status[:n] == _ACTIVE) & (self.last_t[:n] < t)) | lost_inside)
+                                    & (self.n_obs[:n] >= self.need[:n]))
+            if len(hidden) and cfg.suspect_extra:
+                # Born where a hidden (coasting) person is predicted: maybe that person, maybe a
+                # stray detection; it must prove itself longer before it counts.
+                hs, _ = self._predict(hidden, t)
+                c = _to_cxcywh(det_boxes[starters])
+                near = np.hypot(c[:, None, 0] - hs[None, :, 0], c[:, None, 1] - hs[None, :, 1]) < hs[None, :, 3]
+                self.need[new] += cfg.suspect_extra * near.any(1)
             self.status[new] = _ACTIVE
             self.vel[new] = 0.0
             self.n_obs[new] = 0
@@ -348,29 +483,36 @@ class Tracker:
             self.rel_valid[new] = False
             self.first_t[new] = t
             self.first_sides[new] = _sides(det_boxes[starters], self.height, self.width, cfg.edge_margin)
+            self.box_ok[new] = False
+            self.box_jitter[new] = 0.0
+            self.hist_ok[new] = False
             for _ in new:
                 self.obs_t.append([])
                 self.obs_det.append([])
                 self.obs_new_segment.append([])
+                self.obs_bridge.append([])
             self._observe(new, dets[starters], det_boxes[starters], det_xy[starters], det_valid[starters],
-                          scores[dets[starters]], t, offset, new_segment=True)
+                          scores[dets[starters]], t, offset, new_segment=True, app=_pick(app, starters))
             assign[dets[starters]] = new
 
         # Stage 3: a track confirmed in this frame may be a person coming back: one who left
         # through the edge it entered by, or who was lost inside the frame. Checking at
         # confirmation rather than at the first detection lets a half-visible entrant show
         # more of itself first, and keeps short spurious tracks from stealing identities.
-        fresh = np.flatnonzero((self.n_obs[: self.n] == cfg.min_track_length) & (self.last_t[: self.n] == t))
+        fresh = np.flatnonzero((self.n_obs[: self.n] == self.need[: self.n]) & (self.last_t[: self.n] == t))
         if len(fresh):
             status = self.status[: self.n]
-            old_ok = (self.n_obs[: self.n] >= cfg.min_track_length) & (self.last_t[: self.n] < self.first_t[fresh].max())
+            old_ok = (self.n_obs[: self.n] >= self.need[: self.n]) & (self.last_t[: self.n] < self.first_t[fresh].max())
             exited = (status == _ACTIVE) & (self.sides[: self.n] != 0)
             lost = np.flatnonzero(((status == _DORMANT) | exited) & old_ok)
             if len(lost):
                 cost = self._reentry_cost(lost, fresh, t)
                 rows, cols = match_pairs(cost, cfg.reentry_max_cost)
                 for old, young in zip(lost[rows].tolist(), fresh[cols].tolist()):
-                    self._merge(old, young)
+                    # Lost inside the picture and found inside it: the person was hidden all
+                    # along, so the gap is bridged like a short miss.
+                    hidden = cfg.bridge_hidden and self.sides[old] == 0 and self.first_sides[young] == 0
+                    self._merge(old, young, hidden)
                     assign[assign == young] = old
         return assign
 
@@ -393,20 +535,46 @@ class Tracker:
         lr = (tr_sides[:, None] & entry[None, :] & (_LEFT | _RIGHT)) != 0
         tb = (tr_sides[:, None] & entry[None, :] & (_TOP | _BOTTOM)) != 0
         edge_cost = np.where(lr, along_y, np.where(tb, along_x, np.inf)) + size
-        state, _ = self._predict(old, t)
-        state[:, 0] = np.clip(state[:, 0], 0, self.width)
-        state[:, 1] = np.clip(state[:, 1], 0, self.height)
-        dist = np.hypot(cur[None, :, 0] - state[:, None, 0], cur[None, :, 1] - state[:, None, 1]) / h[:, None]
-        cost = np.where((tr_sides != 0)[:, None], edge_cost, dist + size)
+        # A hidden person is somewhere between where the motion model puts it after max_gap
+        # frames and where constant velocity over the whole gap would (people slow down behind
+        # others); the young track must have been near that stretch from its first frame on,
+        # not only now: a stray box that drifts near the prediction is not it.
+        def stretch_distance(at: np.ndarray, xy: np.ndarray) -> np.ndarray:
+            """Distance `[L, P]` (px) of points xy `[P, 2]` seen at frames `at` `[P]` from each lost track's stretch."""
+            gap = at[None, :] - self.last_t[old][:, None]  # [L, P]
+            near = self.pos[old][:, None, :2] + self.vel[old][:, None, :2] * np.minimum(gap, cfg.max_gap + 1)[..., None]
+            far = self.pos[old][:, None, :2] + self.vel[old][:, None, :2] * gap[..., None]
+            lim = np.array([self.width, self.height], dtype=np.float64)
+            near, far = np.clip(near, 0, lim), np.clip(far, 0, lim)
+            seg = far - near
+            u = ((xy[None] - near) * seg).sum(-1) / np.maximum((seg * seg).sum(-1), 1e-9)
+            closest = near + np.clip(u, 0, 1)[..., None] * seg
+            return np.hypot(*(xy[None] - closest).transpose(2, 0, 1))
+
+        dist = stretch_distance(np.full(len(young), t), cur[:, :2]) / h[:, None]
+        dist_first = stretch_distance(self.first_t[young], self.first_pos[young]) / h[:, None]
+        inside = np.maximum(dist, dist_first) + size
+        # Lost inside the picture (hidden): it shows again where its motion model says, or not at all.
+        inside = np.where(inside <= cfg.hidden_reentry_max_cost, inside, np.inf)
+        cost = np.where((tr_sides != 0)[:, None], edge_cost, inside)
+        both = self.hist_ok[old][:, None] & self.hist_ok[young][None, :]
+        if both.any():
+            colour = histogram_distance(self.hist[old], self.hist[young])
+            cost = cost + cfg.appearance_weight * np.where(both, colour - APPEARANCE_SAME, 0.0)
         cost = cost + 1e-4 * (t - self.last_t[old])[:, None]  # ties: the most recently seen
         if cfg.reentry_gap is not None:
             cost = np.where(self.first_t[young][None] - self.last_t[old][:, None] - 1 > cfg.reentry_gap, np.inf, cost)
         return np.where(self.last_t[old][:, None] < self.first_t[young][None], cost, np.inf)
 
-    def _merge(self, old: int, young: int) -> None:
-        """Append track `young`'s observations and state to `old` (a person came back)."""
-        for name in ("pos", "vel", "rel", "rel_valid", "last_t", "seg_obs", "sides"):
+    def _merge(self, old: int, young: int, hidden: bool = False) -> None:
+        """Append track `young`'s observations and state to `old` (a person came back);
+        `hidden`: it never left the picture, so the gap between the two is bridged."""
+        for name in ("pos", "vel", "rel", "rel_valid", "last_t", "seg_obs", "sides", "box_ok", "box_jitter"):
             getattr(self, name)[old] = getattr(self, name)[young]
+        if self.hist_ok[young]:
+            self.hist[old] = self.hist[young] if not self.hist_ok[old] else 0.5 * (self.hist[old] + self.hist[young])
+            self.hist_ok[old] = True
+        self.obs_bridge[young][0] = bool(hidden)
         self.n_obs[old] += self.n_obs[young]
         self.score_sum[old] += self.score_sum[young]
         self.status[old], self.status[young] = _ACTIVE, _DEAD
@@ -414,10 +582,13 @@ class Tracker:
         self.obs_t[old] += self.obs_t[young]
         self.obs_det[old] += self.obs_det[young]
         self.obs_new_segment[old] += self.obs_new_segment[young]
-        self.obs_t[young], self.obs_det[young], self.obs_new_segment[young] = [], [], []
+        self.obs_bridge[old] += self.obs_bridge[young]
+        self.obs_t[young], self.obs_det[young], self.obs_new_segment[young], self.obs_bridge[young] = [], [], [], []
 
-    def _observe(self, tracks, det_global_local, det_boxes, det_xy, det_valid, det_scores, t, offset, new_segment):
-        """Filter update of `tracks` with their detections (indices local to this frame)."""
+    def _observe(self, tracks, det_global_local, det_boxes, det_xy, det_valid, det_scores, t, offset, new_segment,
+                 app=None):
+        """Filter update of `tracks` with their detections (indices local to this frame);
+        `app`: (histograms, valid, clean weight) of those detections for the colour cue."""
         cfg = self.cfg
         z = _to_cxcywh(det_boxes)
         seg = np.zeros(len(tracks), dtype=np.int64) if new_segment else self.seg_obs[tracks]
@@ -446,19 +617,47 @@ class Tracker:
         # views, and a size velocity coasting through a gap blows up.
         vel[:, 2:] = 0.0
         pos[:, 2:] = np.maximum(pos[:, 2:], 1.0)
+        # The box model (centre and size) of a track born half out of the frame comes from a
+        # cut box; the keypoints only move it. Once a whole box is seen, take centre and size
+        # from it (keypoints keep their place), and keep pulling the centre gently towards the
+        # box centre, so the predicted box stays where the detector puts boxes.
+        sides = _sides(det_boxes, self.height, self.width, cfg.edge_margin)
+        whole = (sides == 0) & (complete | ~use_kp)
+        box_z = _to_cxcywh(det_boxes)
+        if not restart.all():
+            jit = np.abs(np.log(np.maximum(box_z[:, 2:], 1.0) / np.maximum(pred[:, 2:], 1.0))).sum(1)
+            upd = whole & ~restart & self.box_ok[tracks]
+            self.box_jitter[tracks] = np.where(upd, 0.8 * self.box_jitter[tracks] + 0.2 * jit, self.box_jitter[tracks])
+        gain = np.where(self.box_ok[tracks], 0.2, 1.0)[:, None]
+        anchor = np.where(whole[:, None], pos[:, :2] + gain * (box_z[:, :2] - pos[:, :2]), pos[:, :2])
+        pos[:, 2:] = np.where((whole & ~self.box_ok[tracks])[:, None], box_z[:, 2:], pos[:, 2:])
+        moved = anchor - pos[:, :2]
+        pos[:, :2] = anchor
+        self.box_ok[tracks] |= whole
         self.pos[tracks] = pos
         self.vel[tracks] = vel
-        self.rel[tracks] = np.where(det_valid[..., None], det_xy - pos[:, None, :2], self.rel[tracks])
+        self.rel[tracks] = np.where(det_valid[..., None], det_xy - pos[:, None, :2], self.rel[tracks] - moved[:, None])
         self.rel_valid[tracks] |= det_valid
         self.last_t[tracks] = t
         self.n_obs[tracks] += 1
         self.seg_obs[tracks] = seg + 1
         self.score_sum[tracks] += det_scores
-        self.sides[tracks] = _sides(det_boxes, self.height, self.width, cfg.edge_margin)
+        self.sides[tracks] = sides
+        if new_segment:
+            self.first_pos[tracks] = pos[:, :2]
+        if app is not None:
+            hists, ok, clean = app
+            rate = cfg.appearance_rate * np.where(clean > 0.7, clean, 0.0)
+            first = ok & ~self.hist_ok[tracks] & (clean > 0.7)
+            old = self.hist[tracks]
+            blend = (1 - rate)[:, None] * old + rate[:, None] * hists
+            self.hist[tracks] = np.where(first[:, None], hists, np.where((ok & self.hist_ok[tracks])[:, None], blend, old))
+            self.hist_ok[tracks] |= first
         for k, d in zip(tracks.tolist(), det_global_local.tolist()):
             self.obs_t[k].append(t)
             self.obs_det[k].append(d + offset)
             self.obs_new_segment[k].append(bool(new_segment))
+            self.obs_bridge[k].append(False)
 
     # ---- whole video ---------------------------------------------------------------
     def finish(self) -> TrackingResult:
@@ -473,8 +672,8 @@ def _assemble(tr: Tracker, kps: np.ndarray, boxes: np.ndarray, scores: np.ndarra
     cfg, num_t = tr.cfg, tr.t
     k_points = kps.shape[1] if kps.ndim == 3 else NUM_KEYPOINTS
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    min_len = min(cfg.min_track_length, max(num_t, 1))
-    keep = [k for k in range(tr.n) if len(tr.obs_t[k]) >= min_len]
+    # A track counts once confirmed (its own requirement, capped at the video length).
+    keep = [k for k in range(tr.n) if len(tr.obs_t[k]) and len(tr.obs_t[k]) >= min(int(tr.need[k]), max(num_t, 1))]
     if cfg.max_tracks is not None and len(keep) > cfg.max_tracks:
         # The longest tracks win; ties: higher mean score, then the earlier start.
         keep.sort(key=lambda k: (-len(tr.obs_t[k]), -tr.score_sum[k] / len(tr.obs_t[k]), tr.obs_t[k][0], k))
@@ -497,7 +696,8 @@ def _assemble(tr: Tracker, kps: np.ndarray, boxes: np.ndarray, scores: np.ndarra
         if len(ts) < 2:
             continue
         d = np.diff(ts)
-        gap = np.flatnonzero((d > 1) & (d <= cfg.max_gap + 1) & ~np.asarray(tr.obs_new_segment[k][1:]))
+        gap = np.flatnonzero((d > 1) & (((d <= cfg.max_gap + 1) & ~np.asarray(tr.obs_new_segment[k][1:]))
+                                        | np.asarray(tr.obs_bridge[k][1:])))
         if len(gap) == 0:
             continue
         lens = d[gap] - 1
@@ -587,10 +787,26 @@ def _check_sequence(seq: PoseSequence) -> None:
             )
 
 
-def run_tracker(seq: PoseSequence, config: TrackerConfig | None = None, **params) -> TrackingResult:
-    """Track every person of `seq` and return the tracks with the detection assignment."""
+def _check_frames(frames, seq: PoseSequence):
+    shape = tuple(frames.shape) if hasattr(frames, "shape") else None
+    want = (len(seq.frames), seq.height, seq.width)
+    if shape is None or len(shape) != 4 or shape[:3] != want or shape[3] < 3:
+        raise AnyCrowdError(
+            f"The frames for the colour cue must be [T, H, W, 3] = [{want[0]}, {want[1]}, {want[2]}, 3] like the "
+            f"poses, got {shape if shape is not None else type(frames).__name__}: pass the video the poses come from "
+            "(or none for pose-only tracking)."
+        )
+    return frames
+
+
+def run_tracker(seq: PoseSequence, config: TrackerConfig | None = None, frames=None, **params) -> TrackingResult:
+    """Track every person of `seq` and return the tracks with the detection assignment.
+
+    frames: the video `[T, H, W, 3]` (uint8, or 0..1 floats; numpy or torch) for the colour
+    cue (used unless the config says appearance=False); None: pose only."""
     _check_sequence(seq)
     tr = Tracker(seq.height, seq.width, config, **params)
+    pictures = _check_frames(frames, seq) if frames is not None and tr.cfg.appearance else None
     frames = seq.frames
     counts = [f.num_people for f in frames]
     if frames and sum(counts):
@@ -604,8 +820,9 @@ def run_tracker(seq: PoseSequence, config: TrackerConfig | None = None, **params
     body = kps[:, :BODY_POINTS]
     boxes64 = boxes.astype(np.float64)
     start = 0
-    for c in counts:
-        tr._step(body[start:start + c], boxes64[start:start + c], scores[start:start + c], start)
+    for t, c in enumerate(counts):
+        picture = frame_as_uint8(pictures[t]) if pictures is not None and c else None
+        tr._step(body[start:start + c], boxes64[start:start + c], scores[start:start + c], start, picture)
         start += c
     return _assemble(tr, kps, boxes, scores, counts)
 
@@ -619,13 +836,15 @@ def track_people(
     kpt_weight: float = 1.0,
     smoothing: float = 0.0,
     max_tracks: int | None = None,
+    frames=None,
     **more,
 ) -> PoseTracks:
     """Per-frame detections -> tracks with stable identities, ordered left to right.
 
     Bridged frames (a short detector miss inside a track) are interpolated and marked
-    present; frames where a person left the picture are absent. Other settings
-    (`max_cost`, `new_track_score`, `reentry_gap`, ...): see `TrackerConfig`.
+    present; frames where a person left the picture are absent. `frames`: the video for the
+    colour cue (see `run_tracker`). Other settings (`max_cost`, `new_track_score`,
+    `reentry_gap`, `appearance`, ...): see `TrackerConfig`.
     """
     names = {f.name for f in fields(TrackerConfig)}
     unknown = sorted(set(more) - names)
@@ -633,4 +852,4 @@ def track_people(
         raise AnyCrowdError(f"Unknown tracker setting(s) {unknown}; known: {sorted(names)}.")
     cfg = TrackerConfig(max_gap=max_gap, min_track_length=min_track_length, iou_weight=iou_weight,
                         kpt_weight=kpt_weight, smoothing=smoothing, max_tracks=max_tracks, **more)
-    return run_tracker(seq, cfg).tracks
+    return run_tracker(seq, cfg, frames).tracks
