@@ -2,8 +2,10 @@
 
 Writes a procedural multi-character scene in the file names the workflows in workflows/ load:
 the reference picture, one white-on-black mask per character, the rendered pose video, the
-driving video itself (for the pose-extractor workflow) and the boxes text for AnyCrowd IILR
-Encode. Stick figures, not people: enough to check a workflow end to end on your machine.
+driving video itself (for the pose-extractor workflow), the boxes text for AnyCrowd IILR
+Encode, and the SCAIL-2 style colour-coded masks of the reference and of the video (for the
+identity-masks workflow). Stick figures, not people: enough to check a workflow end to end on
+your machine.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .boxes import format_boxes
+from .pose.identity_masks import scail2_colour_masks
 from .errors import AnyCrowdError
 from .scenes import make_scene
 from .video_io import write_mp4, write_png
@@ -30,6 +33,9 @@ def write_example_inputs(out: Path, characters: int = 2, frames: int = 81, heigh
         written.append(write_png(mask.float()[..., None].expand(-1, -1, 3), out / f"anycrowd_mask_{i}.png"))
     written.append(write_mp4(scene.pose_video, out / "anycrowd_pose.mp4", fps=16))
     written.append(write_mp4(scene.video, out / "anycrowd_driving.mp4", fps=16))
+    written.append(write_png(scail2_colour_masks(scene.reference_masks[:, None], background=1.0)[0],
+                             out / "anycrowd_reference_mask.png"))
+    written.append(write_mp4(scail2_colour_masks(scene.track_masks), out / "anycrowd_identity_masks.mp4", fps=16))
     boxes = out / "anycrowd_boxes.txt"
     boxes.write_text(
         "# paste into AnyCrowd IILR Encode's 'boxes' (pixels of the pose video; one line per character)\n"

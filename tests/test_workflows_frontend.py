@@ -32,6 +32,8 @@ CASES = {  # name: (UI file, API file, builder graph)
     "basic": ("anycrowd_wan21_vace_1.3B.json", "anycrowd_wan21_vace_1.3B_api.json", "GRAPH"),
     "long_face": ("anycrowd_long_face_wan21_vace_1.3B.json", "anycrowd_long_face_wan21_vace_1.3B_api.json", "LONG_GRAPH"),
     "mini_cpu": ("anycrowd_mini_cpu.json", "anycrowd_mini_cpu_api.json", "MINI_GRAPH"),
+    "identity_masks": ("anycrowd_identity_masks_wan21_vace_1.3B.json", "anycrowd_identity_masks_wan21_vace_1.3B_api.json",
+                       "IDM_GRAPH"),
 }
 # Model file names the workflows pick: empty placeholders make them valid combo choices.
 MODEL_FILES = {

@@ -115,12 +115,21 @@ def ui_workflow(graph: dict | None = None, sockets: dict | None = None,
     links, incoming, outgoing, node_inputs = [], {}, {}, {}
     for nid, (ntype, _p, _s, node_links, widgets, _title) in graph.items():
         # socket inputs, then each widget fed by a link (a widget converted to an input, e.g.
-        # CreateVideo's fps taken from the driving video): the front end marks those with "widget"
+        # CreateVideo's fps taken from the driving video): the front end marks those with "widget".
+        # It gives every widget an input slot after the sockets, in widget order, so the widgets
+        # before a linked one are written as unlinked widget inputs too (the link's slot then
+        # matches, e.g. IILR Encode's binding fed by Identity Masks). Their type comes from the
+        # value: a combo widget before a linked widget would need its type written here.
         ins = [{"name": n, "type": t} for n, t in sockets[ntype][0]]
-        widget_names = [w for w, _v in widgets]
-        for name, (src, slot) in node_links.items():
-            if name in widget_names:
-                ins.append({"name": name, "type": sockets[graph[src][0]][1][slot][1], "widget": {"name": name}})
+        real = [(w, v) for w, v in widgets if w not in (CONTROL, UPLOAD)]
+        linked = [i for i, (w, _v) in enumerate(real) if w in node_links]
+        for name, value in real[: max(linked) + 1 if linked else 0]:
+            if name in node_links:
+                src, slot = node_links[name]
+                wtype = sockets[graph[src][0]][1][slot][1]
+            else:
+                wtype = {bool: "BOOLEAN", int: "INT", float: "FLOAT", str: "STRING"}[type(value)]
+            ins.append({"name": name, "type": wtype, "widget": {"name": name}})
         node_inputs[nid] = ins
         for name, (src, slot) in node_links.items():
             ltype = sockets[graph[src][0]][1][slot][1]

@@ -452,3 +452,13 @@ def identity_preview(reference: IdentityMasks, driving: IdentityMasks, letters: 
         left = cv2.resize(left, (lw, h), interpolation=cv2.INTER_NEAREST)
     gap = np.full((h, max(2, w // 100), 3), 255, np.uint8)
     return torch.from_numpy(np.concatenate([left, gap, right], 1)).float().div_(255.0)[None]
+
+
+def scail2_colour_masks(masks: Tensor, background: float = 0.0) -> Tensor:
+    """float `[T, H, W, 3]`: object masks bool `[N, T, H, W]` painted as SCAIL2ColoredMask paints
+    SAM3 objects (object i in SCAIL2_PALETTE[i % 6], lowest index on top, black (0) or white (1)
+    background); e.g. example inputs for the identity-masks workflow."""
+    m = torch.as_tensor(masks).bool()
+    n = int(m.shape[0])
+    colours = torch.tensor([SCAIL2_PALETTE[i % len(SCAIL2_PALETTE)] for i in range(n)]).reshape(-1, 3)
+    return render_identity_masks(IdentityMasks(m, list(range(n)), colours, [""] * n), background)
