@@ -4,7 +4,7 @@
 Run: COMFYUI_PATH=/work/comfyui /work/comfy-venv/bin/python benchmarks/comfy_patch_overhead.py [--json] [--backend NAME]
 Target: mode `global` costs <= 1.05x the unpatched call; masked and tsda are reported for information,
 each two ways: groups on torch SDPA (`masked`, `tsda`) and groups through ComfyUI's attention function
-(`masked_comfy`, `tsda_comfy`: what nodes/comfy_attention.py does for non-exact backends).
+(`masked_comfy`, `tsda_comfy`: what nodes/comfy_attention.py does for backends not in SDPA_INSTEAD_OF).
 --backend sets ComfyUI's attention function (pytorch, sub_quad, split, basic; default: the host's).
 """
 

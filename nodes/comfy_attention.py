@@ -18,12 +18,14 @@ from torch import Tensor
 
 from anycrowd_core.attention import sdpa
 
-# ComfyUI backends that compute exact softmax attention, as torch's SDPA does, only slower
-# for our groups (benchmarks/comfy_patch_overhead.py, docs/benchmarks.md): for these the
-# groups keep torch's SDPA. Every other backend (sage, sage3, flash, xformers,
-# comfy_kitchen_int8, anything registered later), a per-layer attention function and an
-# `optimized_attention_override` run through ComfyUI's function, so the user's choice holds.
-SDPA_INSTEAD_OF = frozenset({"attention_pytorch", "attention_basic", "attention_split", "attention_sub_quad"})
+# ComfyUI backends that compute exact softmax attention and were measured slower than torch's
+# SDPA on our groups (benchmarks/comfy_patch_overhead.py, docs/benchmarks.md): their groups
+# run on torch SDPA. `attention_pytorch` is not among them: on CUDA it runs SDPA under ComfyUI's
+# own kernel priority (comfy.ops.scaled_dot_product_attention), on the CPU it is the same kernel.
+# Every other backend (pytorch, sage, sage3, flash, xformers, comfy_kitchen_int8, anything
+# registered later), a per-layer attention function and an `optimized_attention_override` run
+# through ComfyUI's function, so the user's choice holds.
+SDPA_INSTEAD_OF = frozenset({"attention_basic", "attention_split", "attention_sub_quad"})
 
 OVERRIDE_KEY = "optimized_attention_override"
 _warned: set[str] = set()
@@ -49,7 +51,7 @@ def comfy_attend(attention_module, layer, transformer_options: dict) -> Callable
     """`attend(q, k, v)` on `[B, L', H, D]` for one patched layer: ComfyUI's attention function
     with WanSelfAttention's arguments (q/k/v `[B, L', H*D]`, `heads`, `transformer_options`,
     its per-layer `preferred_attention` and tensor containers where the host has them), or
-    torch's SDPA where ComfyUI's choice is an exact backend that is only slower (SDPA_INSTEAD_OF).
+    torch's SDPA where ComfyUI's choice is an exact backend measured slower (SDPA_INSTEAD_OF).
 
     An `optimized_attention_override` that fails on a group (it may expect the whole
     sequence) is skipped for that group, with one warning; the backend still runs.

@@ -127,8 +127,17 @@ def test_exact_backends_keep_torch_sdpa(name):
     assert ca.comfy_attend(SimulatedAttentionModule(name), wan_layer(ComfyAttention()), {}) is sdpa
 
 
+def test_the_pytorch_backend_runs_through_comfyuis_function(toy):
+    """On CUDA ComfyUI runs SDPA under its own kernel priority; on the CPU it is the same kernel."""
+    sim = SimulatedAttentionModule("attention_pytorch")
+    attend = ca.comfy_attend(sim, wan_layer(), {})
+    assert attend is not sdpa
+    torch.testing.assert_close(run(toy, "masked", attend=attend), run(toy, "masked"), atol=1e-6, rtol=1e-6)
+    assert sim.calls
+
+
 def test_a_per_layer_attention_function_is_honoured_even_on_an_exact_backend(toy):
-    sim, used = SimulatedAttentionModule("attention_pytorch"), []
+    sim, used = SimulatedAttentionModule("attention_sub_quad"), []
 
     def int8_like(q, k, v, heads, **kwargs):
         used.append(q.shape[1])

@@ -398,15 +398,45 @@ def test_attn1_patch_runs_in_every_patched_layer_as_wan_self_attention_calls_it(
     assert (apply_model(comfy, scaled, inp) - plain).abs().max() > 1e-3
 
 
-def test_exact_comfy_backends_keep_torch_sdpa_and_the_result_stays_the_core_models(comfy, cp, base, layout):
+def test_the_cpu_hosts_sub_quad_backend_keeps_torch_sdpa(comfy, cp, base):
     import comfy.ldm.modules.attention as attention
 
     from anycrowd_core.attention import sdpa
 
     ca = importlib.import_module(cp.__name__.replace("comfy_patch", "comfy_attention"))
     layer = base.model.diffusion_model.blocks[0].self_attn
-    assert ca.layer_attention_function(attention, layer).__name__ in ca.SDPA_INSTEAD_OF  # CPU host: sub_quad
+    assert ca.layer_attention_function(attention, layer).__name__ == "attention_sub_quad"  # CPU host default
     assert ca.comfy_attend(attention, layer, {}) is sdpa
+
+
+@pytest.mark.parametrize("mode", ["masked", "tsda"])
+def test_with_the_pytorch_backend_the_groups_run_through_comfyui_and_the_output_is_unchanged(
+        comfy, cp, base, layout, mode, monkeypatch):
+    """attention_pytorch goes through ComfyUI's function (its kernel priority on CUDA); on the CPU
+    that is the very SDPA kernel, so the output is bit-equal to the groups on our SDPA (which
+    equals the core model, test_shifted_rope_patch_equals_the_core_model...)."""
+    import comfy.ldm.modules.attention as attention
+    import comfy.ldm.wan.model as wan_model
+
+    ca = importlib.import_module(cp.__name__.replace("comfy_patch", "comfy_attention"))
+    inp = Inputs(layout)
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape[1])
+        return attention.attention_pytorch(*args, **kwargs)
+
+    counted.__name__ = "attention_pytorch"
+    monkeypatch.setattr(wan_model, "optimized_attention", counted)  # cross-attention uses it too
+    monkeypatch.setattr(ca, "SDPA_INSTEAD_OF", ca.SDPA_INSTEAD_OF | {"attention_pytorch"})
+    on_sdpa = apply_model(comfy, cp.patch_model(base, layout, mode=mode, agf="mean"), inp)
+    group_calls = [n for n in calls if n < layout.num_tokens]
+    monkeypatch.undo()
+    monkeypatch.setattr(wan_model, "optimized_attention", counted)
+    through_comfy = apply_model(comfy, cp.patch_model(base, layout, mode=mode, agf="mean"), inp)
+    assert torch.equal(through_comfy, on_sdpa)
+    assert not group_calls  # first run: groups on our SDPA
+    assert any(n < layout.num_tokens for n in calls)  # the identity groups went through it
 
 
 def test_an_attention_override_runs_every_group_of_the_binding_modes(comfy, cp, base, layout):
