@@ -324,3 +324,18 @@ def test_mask_only_tracks_drive_the_decoupler_and_iilr_encode():
     boxes, identities, redrawn = encode.pose_track_boxes(tracks, "", None, binding, instances, T, (H, W), (H, W))
     assert identities == [0, 1] and redrawn is None  # the control video is used as connected
     assert torch.equal(torch.isnan(boxes[..., 0]), ~truth[[1, 0]].flatten(2).any(-1))
+
+
+def test_mask_only_tracks_drive_the_long_video_sampler_inputs():
+    truth = people_masks(3)
+    ref, tracks, binding, _, mask_video, _ = run(mask_video=scail_colour_video(truth), binding="A=2, B=0, C=1")
+    instances = pack.nodes.node_decoupler.AnyCrowdInstanceDecoupler().decouple(torch.rand(1, H, W, 3), ref)[0]
+    inputs = pack.nodes.node_long_video.resolve_inputs(instances, mask_video, W, H, "", binding, tracks, None,
+                                                       1.0, 0.5, True)
+    assert list(inputs.binding) == [0, 1, 2]
+    assert torch.equal(torch.isnan(inputs.boxes[..., 0]), ~truth[[2, 0, 1]].flatten(2).any(-1))
+
+
+def test_every_reference_identity_must_be_bound():
+    with pytest.raises(AnyCrowdError, match="Identity C is not bound"):
+        run(mask_video=scail_colour_video(people_masks(3)), binding="A=2, B=0")
