@@ -279,8 +279,11 @@ def test_gate_copy_on_the_activations_device_is_used(layer):
     hook.add_gate_copy(copy_)
     want = AnyCrowdAttention(layout, mode="tsda", agf="gated", gates=copy_)(x, layer.ops("dit", 1))
     assert torch.equal(hook(x, layer.ops("dit", 1)), want)
+    window_hook = AnyCrowdAttention(layout, mode="tsda", agf="gated", gates=original)  # same gates
+    assert window_hook.gate_copies() == [copy_]
+    assert torch.equal(window_hook(x, layer.ops("dit", 1)), want)
     del copy_, want
     import gc
 
     gc.collect()
-    assert len(hook._gate_copies) == 0  # held weakly: the host owns the copy
+    assert hook.gate_copies() == []  # held weakly: the host owns the copy

@@ -22,6 +22,11 @@ from .tsda import tsda_attention, tsda_plan
 MODES = ("tsda", "masked", "global")
 BRANCHES = ("dit", "vace")
 
+# copies of a GateBank that a host loads on other devices, keyed by the original bank, so every
+# hook holding that bank (e.g. the per-window hooks of ComfyUI's context windows) finds them;
+# weak both ways: the host owns the copies, the user's graph the original
+_GATE_COPIES: "weakref.WeakKeyDictionary[GateBank, weakref.WeakSet[GateBank]]" = weakref.WeakKeyDictionary()
+
 
 class AnyCrowdAttention:
     """Attention hook for one layout: `hook(x [B, L, C], ops) -> [B, L, C]`.
@@ -67,20 +72,26 @@ class AnyCrowdAttention:
         self._layouts: dict[torch.device, TokenLayout] = {}
         self._losses: list[Tensor] = []
         self._sealed = False
-        self._gate_copies: weakref.WeakSet[GateBank] = weakref.WeakSet()
 
     def __deepcopy__(self, memo):
         # ComfyUI deep-copies transformer_options on every model clone; one run, one hook
         return self
 
     def add_gate_copy(self, gates: GateBank) -> None:
-        """Register a copy of `gates` that a host loads on another device (ComfyUI's multi-GPU
-        deep clones): layers running there use it instead of casting `gates` on every call.
-        Held weakly: the copy lives as long as the host keeps it."""
-        self._gate_copies.add(gates)
+        """Register a copy of this hook's gates that a host loads on another device (ComfyUI's
+        multi-GPU deep clones): layers running there, under any hook with the same gates, use
+        it instead of casting the originals on every call. Held weakly: the copy lives as long
+        as the host keeps it."""
+        if self.gates is None:
+            raise AnyCrowdError("This attention hook has no AGF gates to copy: pass gates=... first.")
+        _GATE_COPIES.setdefault(self.gates, weakref.WeakSet()).add(gates)
+
+    def gate_copies(self) -> list[GateBank]:
+        """The registered, still living copies of this hook's gates."""
+        return [] if self.gates is None else list(_GATE_COPIES.get(self.gates, ()))
 
     def _gates_on(self, device: torch.device) -> GateBank:
-        for bank in (self.gates, *self._gate_copies):
+        for bank in (self.gates, *self.gate_copies()):
             p = next(bank.parameters(), None)
             if p is not None and p.device == device:
                 return bank
