@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .boxes import format_boxes
-from .pose.identity_masks import scail2_colour_masks
+from .pose.identity_masks_render import scail2_colour_masks
 from .errors import AnyCrowdError
 from .scenes import make_scene
 from .video_io import write_mp4, write_png

@@ -15,9 +15,8 @@ from anycrowd_core.pose.identity_masks import (
     colour_binding,
     decode_colour_masks,
     decode_sam3_track_data,
-    identity_preview,
-    render_identity_masks,
 )
+from anycrowd_core.pose.identity_masks_render import identity_preview, render_identity_masks
 from anycrowd_core.pose.track_boxes import select_tracks
 
 from .input_checks import check_same_aspect, finite_number, image_batch, whole_number
