@@ -339,3 +339,14 @@ def test_mask_only_tracks_drive_the_long_video_sampler_inputs():
 def test_every_reference_identity_must_be_bound():
     with pytest.raises(AnyCrowdError, match="Identity C is not bound"):
         run(mask_video=scail_colour_video(people_masks(3)), binding="A=2, B=0")
+
+
+def test_preview_paints_each_identity_in_its_colour_and_labels_it():
+    truth = people_masks(2)
+    _, _, _, _, _, preview = run(mask_video=scail_colour_video(truth), reference_frame=0)
+    left, right = preview[0, :, :W], preview[0, :, -W:]  # reference frame 0 | driving frame 0 (all present)
+    for panel in (left, right):
+        blue, red = panel[truth[0, 0]].mean(0), panel[truth[1, 0]].mean(0)
+        assert blue[2] > 0.5 > blue[0] and red[0] > 0.5 > red[2]
+        white = (panel > 0.95).all(-1)
+        assert white.any() and bool(white[truth[:, 0].any(0)].any())  # the white label text sits on the masks
