@@ -122,8 +122,7 @@ class WindowFollower:
         layout = window_layout(self.layout, video)
         h = self.hook
         hook = AnyCrowdAttention(layout, mode=h.mode, agf=h.agf, gates=h.gates, branches=h.branches)
-        if hasattr(h, "_gate_copies"):  # share the per-GPU gate copies (multi-GPU clones register them later)
-            hook._gate_copies = h._gate_copies
+        # same gates: the per-GPU copies registered on the clip's hook reach this one (hook.gate_copies)
         rope = None if self.rope is None else type(self.rope)(layout, self.rope.embedder)  # ShiftedRope
         return hook, rope
 

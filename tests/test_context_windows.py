@@ -210,4 +210,4 @@ def test_window_hooks_share_the_gates_and_their_per_gpu_copies(layout):
     hook, _ = WindowFollower(full).follow(upstream.IndexListContextWindow([0, 1, 2, 3, 4], dim=2, total_frames=10))
     copy = GateBank(32, 2, 1, hidden=4)
     full.add_gate_copy(copy)  # registered after the window's hook exists, as a multi-GPU clone does
-    assert hook.gates is gates and copy in hook._gate_copies
+    assert hook.gates is gates and hook.gate_copies() == [copy]
