@@ -359,11 +359,14 @@ def decode_sam3_track_data(track_data, sort_by: str = "left_to_right") -> Identi
             raise AnyCrowdError("SAM3 track data without masks nor orig_size: SAM3 tracked nothing; check its prompt.")
         h, w = int(size[0]), int(size[1])
         return IdentityMasks(torch.zeros(0, max(t, 1), h, w, dtype=torch.bool), [], torch.zeros(0, 3), [])
-    masks = unpack_sam3_masks(packed).permute(1, 0, 2, 3).contiguous()  # [N, T, Hm, Wm]
-    if size is not None and tuple(int(v) for v in size) != tuple(masks.shape[-2:]):
-        h, w = int(size[0]), int(size[1])
-        masks = F.interpolate(masks.flatten(0, 1)[:, None].to(torch.uint8), size=(h, w), mode="nearest")[:, 0]
-        masks = masks.view(-1, int(torch.as_tensor(packed).shape[0]), h, w).bool()
+    packed = torch.as_tensor(packed)
+    per_object = []  # one object at a time: the working size is 1008^2, so all at once is T x N x 1 MB
+    for p in range(int(packed.shape[1])):
+        m = unpack_sam3_masks(packed[:, p:p + 1])[:, 0]  # [T, Hm, Wm]
+        if size is not None and tuple(int(v) for v in size) != tuple(m.shape[-2:]):
+            m = F.interpolate(m[:, None].to(torch.uint8), size=(int(size[0]), int(size[1])), mode="nearest")[:, 0].bool()
+        per_object.append(m)
+    masks = torch.stack(per_object)  # [N, T, H, W]
     n = int(masks.shape[0])
     if sort_by == "none":
         order = list(range(n))
