@@ -350,3 +350,11 @@ def test_preview_paints_each_identity_in_its_colour_and_labels_it():
         assert blue[2] > 0.5 > blue[0] and red[0] > 0.5 > red[2]
         white = (panel > 0.95).all(-1)
         assert white.any() and bool(white[truth[:, 0].any(0)].any())  # the white label text sits on the masks
+
+
+def test_a_driving_video_of_another_size_but_the_same_shape_is_accepted():
+    truth = people_masks(2)
+    big = torch.rand(T, 2 * H, 2 * W, 3)
+    ref, tracks, *_, preview = run(mask_video=scail_colour_video(truth), driving_video=big, reference_frame=1)
+    assert (tracks.height, tracks.width) == (H, W)  # tracks stay in pixels of the masks
+    assert preview.shape[1] == H and torch.equal(ref, truth[:, 1].float())

@@ -29,6 +29,8 @@ def _panel(masks: Tensor, colours: Tensor, labels: list[str], frame: np.ndarray 
     """uint8 `[H, W, 3]`: the frame dimmed (black without one), each mask `[K, H, W]` tinted in its
     colour and labelled at its centre, white text with a black outline."""
     h, w = int(masks.shape[-2]), int(masks.shape[-1])
+    if frame is not None and frame.shape[:2] != (h, w):  # a driving video of the masks' shape, another size
+        frame = cv2.resize(np.ascontiguousarray(frame, np.float32), (w, h), interpolation=cv2.INTER_AREA)
     out = (frame * 255.0 * dim) if frame is not None else np.zeros((h, w, 3), np.float32)
     m = masks.numpy().astype(bool)
     rgb = colours.numpy() * 255.0
