@@ -20,6 +20,7 @@ from anycrowd_core.pose.keypoint_format import (
 )
 from anycrowd_core.pose.onnx_sessions import release_sessions
 from anycrowd_core.pose.render import identity_colors, render_identity_preview, render_pose_video
+from anycrowd_core.pose.track_edits import apply_track_edits, check_track_edits_syntax
 from anycrowd_core.pose.tracking import track_people
 from anycrowd_core.pose.types import PoseTracks
 
@@ -60,9 +61,26 @@ def _render_inputs() -> dict:
     }
 
 
-def _track(seq, max_gap, min_track_length, smoothing, max_people) -> PoseTracks:
+def _correction_inputs(what: str) -> dict:
+    return {
+        "appearance": ("BOOLEAN", {"default": True, "tooltip": f"Also tell people apart by the colours of their clothes (torso colour histogram from {what}); off = pose and motion only."}),
+        "edits": ("STRING", {"multiline": True, "default": "", "tooltip": "Corrections applied to the tracks, one per line (or separated by ';'), with the ids and frame numbers of the preview: 'swap 0 1 @40' (exchange from frame 40 on), 'merge 3 into 1', 'drop 5', 'split 2 @60' (frames 60.. become a new track). Empty = none."}),
+    }
+
+
+def _edits_text(edits) -> str:
+    text = "" if edits is None else edits
+    user_text(lambda: check_track_edits_syntax(text), "edits", text)  # before any expensive work
+    return text
+
+
+def _apply_edits(tracks: PoseTracks, text: str) -> PoseTracks:
+    return user_text(lambda: apply_track_edits(tracks, text), "edits", text) if text.strip() else tracks
+
+
+def _track(seq, max_gap, min_track_length, smoothing, max_people, frames=None) -> PoseTracks:
     return track_people(seq, max_gap=int(max_gap), min_track_length=int(min_track_length),
-                        smoothing=float(smoothing), max_tracks=int(max_people) or None)
+                        smoothing=float(smoothing), max_tracks=int(max_people) or None, frames=frames)
 
 
 def _render(tracks: PoseTracks, draw_body, draw_hands, draw_face, light_head) -> Tensor:
@@ -90,7 +108,8 @@ class AnyCrowdPoseExtractor:
         "Finds every person in the driving video with DWPose (onnxruntime) and follows them with stable ids "
         "through crossings, occlusion and exits. Outputs the tracks (for IILR Encode's binding), the OpenPose-style "
         "pose video (the VACE control video), the poses as POSE_KEYPOINT, and a preview labelling each track "
-        "(T0, T1, ...) as you write it in a binding."
+        "(T0, T1, ...) as you write it in a binding, and each frame's number. Wrong ids? Fix them in 'edits' "
+        "(e.g. swap 0 1 @40). Save the POSE_KEYPOINT output to reuse the tracks without running this again."
     )
     CATEGORY = CATEGORY
     FUNCTION = "extract"
@@ -112,13 +131,15 @@ class AnyCrowdPoseExtractor:
                 **_tracker_inputs(),
                 **_render_inputs(),
                 "release_models": ("BOOLEAN", {"default": False, "tooltip": "Free the onnxruntime sessions (CPU/GPU memory) after this run; off keeps them loaded for the next run."}),
-            }
+            },
+            "optional": _correction_inputs("the video"),
         }
 
     def extract(self, images, detector_model, pose_model, providers="auto", det_threshold=0.3, max_gap=8,
                 min_track_length=3, smoothing=0.0, max_people=0, draw_body=True, draw_hands=True,
-                draw_face=True, light_head=False, release_models=False):
+                draw_face=True, light_head=False, release_models=False, appearance=None, edits=None):
         video = _video(images, "images")
+        edits = _edits_text(edits)
         est = pose_models.estimator(detector_model, pose_model, providers, det_threshold)
         bar = progress_bar(int(video.shape[0]))
 
@@ -131,7 +152,8 @@ class AnyCrowdPoseExtractor:
         finally:
             if release_models:
                 release_sessions()
-        tracks = _track(seq, max_gap, min_track_length, smoothing, max_people)
+        tracks = _track(seq, max_gap, min_track_length, smoothing, max_people, video if appearance is not False else None)
+        tracks = _apply_edits(tracks, edits)
         return (
             tracks,
             _render(tracks, draw_body, draw_hands, draw_face, light_head),
@@ -144,7 +166,8 @@ class AnyCrowdPoseFromKeypoints:
     DESCRIPTION = (
         "Turns POSE_KEYPOINT from any pose pack (DWPose / OpenPose of comfyui_controlnet_aux, edited poses, our own "
         "export; pixel or normalised coordinates) into AnyCrowd tracks with stable ids, plus the pose video and "
-        "an id preview. Other packs reorder people every frame; the tracker fixes that."
+        "an id preview. Other packs reorder people every frame; the tracker fixes that. Our own export with "
+        "identities = as_given gives back the saved tracks exactly (ids, boxes), so a tracked clip is never tracked again."
     )
     CATEGORY = CATEGORY
     FUNCTION = "convert"
@@ -168,13 +191,15 @@ class AnyCrowdPoseFromKeypoints:
             },
             "optional": {
                 "images": ("IMAGE", {"tooltip": "The driving video: its size places the keypoints and it is shown under the preview (default: the canvas size stored in the poses)."}),
+                **_correction_inputs("images, when connected, in retrack mode"),
             },
         }
 
     def convert(self, pose_keypoint, coords="auto", identities="retrack", max_gap=8, min_track_length=3,
                 smoothing=0.0, max_people=0, draw_body=True, draw_hands=True, draw_face=True, light_head=False,
-                images=None):
+                images=None, appearance=None, edits=None):
         video = _video(images, "images") if images is not None else None
+        edits = _edits_text(edits)
         size = dict(height=int(video.shape[1]), width=int(video.shape[2])) if video is not None else {}
         if video is not None:
             _poses_fit(pose_keypoint, (size["height"], size["width"]), "images",
@@ -185,7 +210,13 @@ class AnyCrowdPoseFromKeypoints:
         elif identities == "retrack":
             seq = user_text(lambda: pose_keypoint_to_sequence(pose_keypoint, coords=coords, **size),
                             "pose_keypoint (POSE_KEYPOINT)", pose_keypoint)
-            tracks = _track(seq, max_gap, min_track_length, smoothing, max_people)
+            if video is not None and int(video.shape[0]) != len(seq.frames):
+                raise AnyCrowdError(
+                    f"images has {int(video.shape[0])} frames but the poses have {len(seq.frames)}: connect the video "
+                    "the poses were extracted from (or leave images unconnected)."
+                )
+            tracks = _track(seq, max_gap, min_track_length, smoothing, max_people,
+                            video if appearance is not False and video is not None else None)
         else:
             raise AnyCrowdError(f"identities must be 'retrack' or 'as_given', got {identities!r}.")
         if video is not None and int(video.shape[0]) != tracks.num_frames:
@@ -193,6 +224,7 @@ class AnyCrowdPoseFromKeypoints:
                 f"images has {int(video.shape[0])} frames but the poses have {tracks.num_frames}: connect the video "
                 "the poses were extracted from (or leave images unconnected)."
             )
+        tracks = _apply_edits(tracks, edits)
         return (
             tracks,
             _render(tracks, draw_body, draw_hands, draw_face, light_head),

@@ -20,7 +20,7 @@ from anycrowd_core.errors import AnyCrowdError  # noqa: E402
 from anycrowd_core.layout import build_token_layout  # noqa: E402
 from anycrowd_core.pose.align import align_identities  # noqa: E402
 from anycrowd_core.pose.binding import resolve_binding  # noqa: E402
-from anycrowd_core.pose.keypoint_format import pose_keypoint_to_tracks  # noqa: E402
+from anycrowd_core.pose.keypoint_format import pose_keypoint_to_tracks, tracks_to_pose_keypoint  # noqa: E402
 from anycrowd_core.pose.onnx_sessions import cached_sessions, release_sessions  # noqa: E402
 from anycrowd_core.pose.render import render_pose_video  # noqa: E402
 from anycrowd_core.pose.track_boxes import padded_track_boxes  # noqa: E402
@@ -317,6 +317,50 @@ def test_tracks_to_pose_keypoint_to_tracks_round_trip_through_the_nodes(models):
     assert again.track_ids == tracks.track_ids
     v = tracks.keypoints[..., 2] > 0
     torch.testing.assert_close(again.keypoints[..., :2][v], tracks.keypoints[..., :2][v], atol=1e-4, rtol=0)
+
+
+def test_extractor_edits_swap_drop_and_split_the_tracks_it_outputs(models):
+    tracks = extract(models)[0]
+    swapped, pose_video, pose_keypoint, preview = extract(models, edits="swap 0 1 @2")
+    assert torch.equal(swapped.keypoints[0, :2], tracks.keypoints[0, :2])
+    assert torch.equal(swapped.keypoints[0, 2:], tracks.keypoints[1, 2:])
+    assert torch.equal(pose_video, render_pose_video(swapped))  # outputs follow the edited tracks
+    assert [p["track_id"] for p in pose_keypoint[3]["people"]] == [0, 1]
+    dropped = extract(models, edits="drop 0\nsplit 1 @3")[0]
+    assert dropped.track_ids == [1, 2] and dropped.present.sum(1).tolist() == [3, 2]
+
+
+def test_extractor_refuses_bad_edits_with_a_caret_before_loading_models(models):
+    with pytest.raises(AnyCrowdError, match=r"Track edit error on line 2(.|\n)*swap 0 @3\n {8}\^"):
+        extract(models, detector_model="missing.onnx", edits="drop 0\nswap 0 @3")
+    with pytest.raises(AnyCrowdError, match="there is no track 7"):
+        extract(models, edits="drop 7")
+
+
+def test_extractor_appearance_cue_uses_the_video_and_can_be_switched_off(models):
+    on, off = extract(models)[0], extract(models, appearance=False)[0]
+    assert on.track_ids == off.track_ids and torch.equal(on.keypoints, off.keypoints)  # easy clip: same result
+
+
+def test_from_keypoints_as_given_gives_back_saved_tracks_exactly(models):
+    tracks = extract(models, edits="split 1 @2")[0]
+    pose_keypoint = tracks_to_pose_keypoint(tracks)
+    back = node_pose.AnyCrowdPoseFromKeypoints().convert(pose_keypoint, identities="as_given")[0]
+    assert back.track_ids == tracks.track_ids == [0, 1, 2]
+    assert torch.equal(back.present, tracks.present)
+    torch.testing.assert_close(back.boxes, tracks.boxes, equal_nan=True)
+    edited = node_pose.AnyCrowdPoseFromKeypoints().convert(pose_keypoint, identities="as_given",
+                                                           edits="merge 2 into 1")[0]
+    assert edited.track_ids == [0, 1] and bool(edited.present.all())
+
+
+def test_from_keypoints_retrack_with_images_uses_the_colour_cue(scene):
+    data = pose_keypoint_of(scene.keypoints.numpy(), 64, 96, shuffle_seed=1)
+    with_colour = node_pose.AnyCrowdPoseFromKeypoints().convert(data, min_track_length=1, images=scene.video)[0]
+    pose_only = node_pose.AnyCrowdPoseFromKeypoints().convert(data, min_track_length=1, images=scene.video,
+                                                              appearance=False)[0]
+    assert with_colour.num_tracks == pose_only.num_tracks == 2
+    assert torch.equal(with_colour.keypoints, pose_only.keypoints)
 
 
 # --- Masks From Poses --------------------------------------------------------------------

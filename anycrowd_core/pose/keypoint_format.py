@@ -70,10 +70,12 @@ def tracks_to_pose_keypoint(
     Coordinates in pixels (as controlnet_aux's DWPose writes) or divided by the canvas size
     with `normalized=True`. Confidence 1.0 for every present point unless `keep_confidence`
     (controlnet_aux readers drop points with c < 1). Each person carries an extra "track_id"
-    key (ignored by other packs) and, with `keep_absent`, absent tracks stay in the list as
-    all-zero bodies so list positions stay identities too.
+    key and an "anycrowd_box" key (its xyxy person box, same units; other packs ignore both)
+    and, with `keep_absent`, absent tracks stay in the list as all-zero bodies so list
+    positions stay identities too. `pose_keypoint_to_tracks` reads it all back.
     """
     kp = tracks.keypoints.detach().cpu().double().numpy()
+    boxes = tracks.boxes.detach().cpu().double().numpy()
     present = tracks.present.detach().cpu().numpy().astype(bool)
     ids = list(tracks.track_ids) or list(range(tracks.num_tracks))
     height, width = int(tracks.height), int(tracks.width)
@@ -86,6 +88,10 @@ def tracks_to_pose_keypoint(
                 continue
             person = _person_dict(person_kp, height, width, normalized, keep_confidence)
             person["track_id"] = int(ids[i])
+            box = boxes[i, f]
+            if present[i, f] and np.isfinite(box).all():
+                scale = np.array([width, height, width, height], np.float64) if normalized else 1.0
+                person["anycrowd_box"] = _flat(box / scale)
             people.append(person)
         frames.append({"people": people, "canvas_width": width, "canvas_height": height})
     return frames
@@ -163,14 +169,28 @@ def _canvas(height, width, frame: int) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def _box_of_person(person: dict, where: str) -> np.ndarray:
+    """The person's "anycrowd_box" `[4]` in the file's units; NaN when it has none."""
+    value = person.get("anycrowd_box") if isinstance(person, dict) else None
+    if value is None:
+        return np.full(4, np.nan)
+    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    if arr.size != 4 or not np.isfinite(arr).all():
+        raise AnyCrowdError(f"{where} anycrowd_box: expected 4 finite numbers [x0, y0, x1, y1], got {value!r}.")
+    return arr
+
+
 def _parse(data, coords: str, height: int | None, width: int | None):
-    """-> (per-frame list of (people `[P, 128, 3]` px, track ids or None), H, W)."""
+    """-> (per-frame list of (people `[P, 128, 3]` px, track ids or None), H, W, per-frame
+    stored boxes `[P, 4]` px, NaN where a person has none)."""
     if coords not in COORDS:
         raise AnyCrowdError(f"Unknown coordinate convention {coords!r}; use one of {', '.join(COORDS)}.")
     frames = _load(data)
-    raw, canvases, ids = [], [], []
+    raw, canvases, ids, stored = [], [], [], []
     for t, frame in enumerate(frames):
         people = frame.get("people") or []
+        stored.append(np.stack([_box_of_person(p, f"frame {t} person {i}") for i, p in enumerate(people)])
+                      if people else np.zeros((0, 4)))
         raw.append(np.stack([_person_points(p, f"frame {t} person {i}") for i, p in enumerate(people)])
                    if people else np.zeros((0, NUM_KEYPOINTS, 3)))
         ids.append([p.get("track_id") for p in people])
@@ -192,7 +212,7 @@ def _parse(data, coords: str, height: int | None, width: int | None):
             "POSE_KEYPOINT frames have no 'canvas_height'/'canvas_width': give the video size "
             "(height and width) so the keypoints can be placed."
         )
-    result = []
+    result, boxes = [], []
     for t, r in enumerate(raw):
         r = r.copy()
         src_h, src_w = canvases[t] if canvases[t] is not None else (out_h, out_w)
@@ -202,7 +222,8 @@ def _parse(data, coords: str, height: int | None, width: int | None):
         r[..., 0] = np.where(v, r[..., 0] * sx, 0.0)
         r[..., 1] = np.where(v, r[..., 1] * sy, 0.0)
         result.append((r, ids[t]))
-    return result, out_h, out_w
+        boxes.append(stored[t] * np.array([sx, sy, sx, sy]))
+    return result, out_h, out_w, boxes
 
 
 def keypoint_boxes(keypoints: np.ndarray, height: int, width: int, padding: float = 0.1) -> np.ndarray:
@@ -241,7 +262,7 @@ def pose_keypoint_to_sequence(
     canvas. People without any confident point are skipped; boxes are the keypoints'
     extent (see `keypoint_boxes`), scores the mean confidence of their points.
     """
-    frames, out_h, out_w = _parse(data, coords, height, width)
+    frames, out_h, out_w, _ = _parse(data, coords, height, width)
     out = []
     for people, _ in frames:
         keep = (people[..., 2] > 0).any(-1)
@@ -272,8 +293,10 @@ def pose_keypoint_to_tracks(
     Identity: the "track_id" of each person when every person has one (what
     `tracks_to_pose_keypoint` writes), otherwise the position in the frame's list (person i
     is track i in every frame). Use `pose_keypoint_to_sequence` + the tracker when neither holds.
+    Boxes: the stored "anycrowd_box" where every person with points has one (our own export:
+    the tracks come back as they were saved), else the keypoints' extent (`keypoint_boxes`).
     """
-    frames, out_h, out_w = _parse(data, coords, height, width)
+    frames, out_h, out_w, stored = _parse(data, coords, height, width)
     t = len(frames)
     use_ids = all(i is not None for _, ids in frames for i in ids) and any(ids for _, ids in frames)
     if use_ids:
@@ -283,6 +306,7 @@ def pose_keypoint_to_tracks(
     slot = {tid: k for k, tid in enumerate(track_ids)}
     m = len(track_ids)
     kp = np.zeros((m, t, NUM_KEYPOINTS, 3))
+    given = np.full((m, t, 4), np.nan)
     for f, (people, ids) in enumerate(frames):
         if use_ids and len({int(i) for i in ids}) != len(ids):
             raise AnyCrowdError(
@@ -292,7 +316,11 @@ def pose_keypoint_to_tracks(
         for i, person in enumerate(people):
             k = slot[int(ids[i])] if use_ids else i
             kp[k, f] = person
+            given[k, f] = stored[f][i]
     boxes = keypoint_boxes(kp, out_h, out_w, box_padding)
+    with_points = (kp[..., 2] > 0).any(-1)
+    if with_points.any() and np.isfinite(given[with_points]).all():
+        boxes = given
     present = np.isfinite(boxes).all(-1)
     kp[~present] = 0.0
     return PoseTracks(
@@ -303,3 +331,25 @@ def pose_keypoint_to_tracks(
         width=out_w,
         track_ids=[int(i) for i in track_ids],
     )
+
+
+def save_tracks_json(tracks: PoseTracks, path) -> None:
+    """Write `tracks` as POSE_KEYPOINT JSON (pixels, confidences, track ids, boxes, absent
+    tracks kept): `load_tracks_json` gives the same tracks back, so a tracked clip is never
+    tracked again; other packs read the file as ordinary POSE_KEYPOINT."""
+    from ..files import write_text_atomic
+
+    data = tracks_to_pose_keypoint(tracks, keep_confidence=True, keep_absent=True)
+    write_text_atomic(path, json.dumps(data))
+
+
+def load_tracks_json(path, *, height: int | None = None, width: int | None = None) -> PoseTracks:
+    """Tracks from a POSE_KEYPOINT JSON file (ours, or any pack's with track_id keys or a fixed
+    person order; see `pose_keypoint_to_tracks`), placed on height x width (default: its canvas)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise AnyCrowdError(f"Cannot read the tracks file {str(path)!r} ({exc.strerror or exc}): give the path of a "
+                            "tracks JSON written by --save-tracks or a POSE_KEYPOINT export.") from None
+    return pose_keypoint_to_tracks(text, height=height, width=width)

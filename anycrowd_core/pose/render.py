@@ -241,10 +241,12 @@ def render_identity_preview(
     binding=None,
     *,
     dim: float = 0.45,
+    frame_numbers: bool = True,
 ) -> Tensor:
     """Preview `[T, H, W, 3]` float 0..1 for checking tracking and binding: the video dimmed to
     `dim` (black without `frames`), each track's skeleton and box in its own colour, labelled
-    with its track id ("T2"). With a `binding` (see `binding.Binding`): colour per identity,
+    with its track id ("T2"), and (frame_numbers) the frame number in the top-left corner, the
+    F of a track edit such as "swap 0 1 @F". With a `binding` (see `binding.Binding`): colour per identity,
     labels like "A T2" (identity A on track 2; "B T0+0.3w" for a shifted copy), and the
     tracks no identity uses in gray, labelled "T1 unbound".
     """
@@ -302,4 +304,7 @@ def render_identity_preview(
                     cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), color, 1)
                     ty = y0 - 4 if y0 > 14 * font + 4 else y0 + int(22 * font) + 2
                     _label(canvas, names[i], (max(0, x0 + 2), ty), color, font, thick)
+    if frame_numbers:
+        for f in range(t):
+            _label(out[f], f"frame {f}", (4, int(24 * font) + 2), (255, 255, 255), font, thick)
     return _to_float(out)

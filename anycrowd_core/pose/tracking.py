@@ -184,9 +184,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(invalid="ignore"):
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-    return np.nan_to_num(iou, nan=0.0)
+    ok = union > 0  # False for empty boxes and NaN rows (comparisons with NaN are False)
+    iou = np.divide(inter, union, out=np.zeros_like(union, dtype=np.float64), where=ok)
+    return np.where(np.isnan(iou), 0.0, iou)
 
 
 def keypoint_distance(pred: np.ndarray, pred_valid: np.ndarray, det: np.ndarray, det_valid: np.ndarray,
@@ -194,12 +194,20 @@ def keypoint_distance(pred: np.ndarray, pred_valid: np.ndarray, det: np.ndarray,
     """Normalised keypoint distance `[A, D]` between predicted body points `[A, K, 2]` and
     detected ones `[D, K, 2]`: mean over points visible in both of min(dist / scale_a, 1).
     Also returns the count of shared points `[A, D]` (distance is 1 where it is 0)."""
-    diff = pred[:, None] - det[None]
+    kd, count, _ = _keypoint_terms(pred, pred_valid, det, det_valid, scale)
+    return kd, count
+
+
+def _keypoint_terms(pred, pred_valid, det, det_valid, scale):
+    """keypoint_distance's (distance, shared count) and the mean shift `[A, D, 2]` px of the
+    shared points (detection minus prediction), from one pass over the point pairs."""
+    diff = det[None] - pred[:, None]
     dist = np.sqrt((diff * diff).sum(-1)) / scale[:, None, None]
     common = pred_valid[:, None] & det_valid[None]
     count = common.sum(-1)
     total = np.where(common, np.minimum(dist, 1.0), 0.0).sum(-1)
-    return np.where(count > 0, total / np.maximum(count, 1), 1.0), count
+    shift = np.where(common[..., None], diff, 0.0).sum(2) / np.maximum(count, 1)[..., None]
+    return np.where(count > 0, total / np.maximum(count, 1), 1.0), count, shift
 
 
 KPT_RELIABLE = 6  # shared confident body points at which the keypoint term is fully trusted
@@ -208,7 +216,7 @@ KPT_RELIABLE = 6  # shared confident body points at which the keypoint term is f
 def association_cost(pred_boxes: np.ndarray, pred_kpts: np.ndarray, pred_valid: np.ndarray,
                      det_boxes: np.ndarray, det_kpts: np.ndarray, det_valid: np.ndarray,
                      iou_weight: float, kpt_weight: float, scale: np.ndarray | None = None,
-                     box_reliability: np.ndarray | None = None) -> np.ndarray:
+                     box_reliability: np.ndarray | None = None, _terms=None) -> np.ndarray:
     """Cost `[A, D]` of giving detection d to track a (lower is better, 0 = identical).
 
     A weighted mean of the box term (1 - IoU) and the keypoint term (keypoint_distance, replaced
@@ -224,7 +232,7 @@ def association_cost(pred_boxes: np.ndarray, pred_kpts: np.ndarray, pred_valid: 
     if scale is None:
         scale = pred_boxes[:, 3] - pred_boxes[:, 1]
     scale = np.maximum(scale, 1.0)
-    kd, count = keypoint_distance(pred_kpts, pred_valid, det_kpts, det_valid, scale)
+    kd, count = _terms[:2] if _terms is not None else keypoint_distance(pred_kpts, pred_valid, det_kpts, det_valid, scale)
     kd = np.where(count > 0, kd, 1.0 - iou)
     wb = iou_weight * (1.0 if box_reliability is None else box_reliability)
     wk = kpt_weight * np.minimum(count / KPT_RELIABLE, 1.0)
@@ -238,10 +246,11 @@ def keypoint_jump(pred: np.ndarray, pred_valid: np.ndarray, det: np.ndarray, det
     """How far `[A, D]` (in person heights) detection d sits from track a's prediction: the
     length of the mean shift of the body points seen in both (at least 3), else of the box
     centres."""
-    common = pred_valid[:, None] & det_valid[None]
-    count = common.sum(-1)
-    diff = det[None] - pred[:, None]  # [A, D, K, 2]
-    mean = np.where(common[..., None], diff, 0.0).sum(2) / np.maximum(count, 1)[..., None]
+    _, count, mean = _keypoint_terms(pred, pred_valid, det, det_valid, np.maximum(scale, 1.0))
+    return _jump(count, mean, scale, pred_boxes, det_boxes)
+
+
+def _jump(count, mean, scale, pred_boxes, det_boxes):
     pc = (pred_boxes[:, None, :2] + pred_boxes[:, None, 2:]) * 0.5
     dc = (det_boxes[None, :, :2] + det_boxes[None, :, 2:]) * 0.5
     shift = np.where((count >= 3)[..., None], mean, dc - pc)
@@ -416,8 +425,9 @@ class Tracker:
             area_clip = (pred_boxes[:, 2] - pred_boxes[:, 0]) * (pred_boxes[:, 3] - pred_boxes[:, 1])
             cut = (area_clip < 0.9 * area_full)[:, None] | (det_sides != 0)[None, :]
             box_rel = np.where(cut, 0.3, 1.0) / (1.0 + self.box_jitter[active] / 0.15)[:, None]
+            terms = _keypoint_terms(pred_kp, self.rel_valid[active], det_xy, det_valid, np.maximum(state[:, 3], 1.0))
             cost = association_cost(pred_boxes, pred_kp, self.rel_valid[active], det_boxes, det_xy, det_valid,
-                                    cfg.iou_weight, cfg.kpt_weight, state[:, 3], box_rel)
+                                    cfg.iou_weight, cfg.kpt_weight, state[:, 3], box_rel, _terms=terms)
             if app is not None:
                 both = self.hist_ok[active][:, None] & app[1][None, :]
                 dist = histogram_distance(self.hist[active], app[0])
@@ -429,8 +439,7 @@ class Tracker:
             missed_a = np.minimum(t - self.last_t[active] - 1, cfg.max_gap)
             # A sudden jump away from the motion model is another person or a stray detection:
             # a hidden track stays unmatched rather than run off with it.
-            jump = keypoint_jump(pred_kp, self.rel_valid[active], det_xy, det_valid, state[:, 3], pred_boxes,
-                                 det_boxes)
+            jump = _jump(terms[1], terms[2], state[:, 3], pred_boxes, det_boxes)
             in_reach = jump <= (cfg.jump_gate + cfg.jump_gate_growth * missed_a)[:, None]
             # (Capped at max_cost so a feasible pair always beats leaving both unmatched.)
             ranked = np.minimum(cost + cfg.coast_penalty * missed_a[:, None], cfg.max_cost)
