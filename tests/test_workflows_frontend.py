@@ -34,10 +34,12 @@ CASES = {  # name: (UI file, API file, builder graph)
     "mini_cpu": ("anycrowd_mini_cpu.json", "anycrowd_mini_cpu_api.json", "MINI_GRAPH"),
     "identity_masks": ("anycrowd_identity_masks_wan21_vace_1.3B.json", "anycrowd_identity_masks_wan21_vace_1.3B_api.json",
                        "IDM_GRAPH"),
+    "wan22_vace_fun": ("anycrowd_wan22_vace_fun_A14B.json", "anycrowd_wan22_vace_fun_A14B_api.json", "WAN22_GRAPH"),
 }
 # Model file names the workflows pick: empty placeholders make them valid combo choices.
 MODEL_FILES = {
-    "diffusion_models": "wan2.1_vace_1.3B_fp16.safetensors",
+    "diffusion_models": ("wan2.1_vace_1.3B_fp16.safetensors", "wan2.2_fun_vace_high_noise_14B_fp8_scaled.safetensors",
+                         "wan2.2_fun_vace_low_noise_14B_fp8_scaled.safetensors"),
     "text_encoders": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
     "vae": "wan_2.1_vae.safetensors",
     "dwpose": ("yolox_l.onnx", "dw-ll_ucoco_384.onnx"),

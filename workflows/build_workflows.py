@@ -201,7 +201,7 @@ LONG_GRAPH = {
          [("detector_model", "yolox_l.onnx"), ("pose_model", "dw-ll_ucoco_384.onnx"), ("providers", "auto"),
           ("det_threshold", 0.3), ("max_gap", 8), ("min_track_length", 3), ("smoothing", 0.0), ("max_people", 0),
           ("draw_body", True), ("draw_hands", True), ("draw_face", True), ("light_head", False),
-          ("release_models", False)], "Poses + identity tracks of the whole video"),
+          ("release_models", False), ("appearance", True), ("edits", "")], "Poses + identity tracks of the whole video"),
     18: ("PreviewImage", (1420, 1600), (420, 260), {"images": (17, 3)}, [], "Track ids (for the binding)"),
     19: ("AnyCrowdFaceControl", (1240, 1000), (340, 260),
          {"positive": (4, 0), "negative": (5, 0), "vae": (3, 0), "images": (16, 0), "tracks": (17, 0)},
