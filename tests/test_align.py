@@ -144,3 +144,17 @@ def test_bad_inputs_raise_readable_errors(scene, decoupled):
     far = tracks_from(transformed(ref, 1.0, 5000.0, 0.0)[:, None], 256, 384)
     with pytest.raises(AnyCrowdError, match="outside the frame"):
         align_identities(decoupled.identity_images, decoupled.masks, ref, far)
+
+
+def test_mask_only_tracks_are_refused_naming_the_pose_extractor(scene, decoupled):
+    """Tracks with boxes but no keypoints (AnyCrowd Identity Masks) cannot drive the alignment:
+    the error says so instead of calling a visible track 'never visible'."""
+    ref = scene.reference_keypoints
+    tracks = tracks_from(ref[:, None].expand(2, 3, 18, 3), 256, 384)
+    mask_only = PoseTracks(torch.zeros_like(tracks.keypoints), tracks.boxes, tracks.present, 256, 384, [0, 1])
+    for anchor in (None, 1):
+        with pytest.raises(AnyCrowdError, match="boxes but no keypoints.*Pose Extractor"):
+            align_identities(decoupled.identity_images, decoupled.masks, ref, mask_only, anchor_frame=anchor)
+    absent = PoseTracks(torch.zeros_like(tracks.keypoints), tracks.boxes, torch.zeros_like(tracks.present), 256, 384, [0, 1])
+    with pytest.raises(AnyCrowdError, match="never visible"):
+        align_identities(decoupled.identity_images, decoupled.masks, ref, absent)

@@ -222,6 +222,11 @@ def align_identities(
     scales, mats, kps, frames, rules = [], [], [], [], []
     for k in range(n):
         j = follow[k]
+        if tpres[j].any() and not (tkp[j][..., 2] > 0).any():
+            raise AnyCrowdError(
+                f"Track {j} bound to identity {k} has boxes but no keypoints (mask-only tracks, e.g. from "
+                "AnyCrowd Identity Masks), and aligning the reference needs the driving poses. Connect the "
+                "AnyCrowd Pose Extractor's tracks to align_to, or leave align_to unconnected.")
         present = tpres[j] & (tkp[j][..., 2] > 0).any(-1)
         if anchor_frame is None:
             f = pick_anchor_frame(ref_kp[k], tkp[j], present, conf_threshold)
