@@ -142,3 +142,111 @@ def test_pose_nodes_load_through_comfyuis_custom_node_loader(tmp_path):
     out = comfy_nodes.NODE_CLASS_MAPPINGS["AnyCrowdPoseFromKeypoints"]().convert(
         [{"people": [{"pose_keypoints_2d": [10, 10, 1] * 18}], "canvas_width": 32, "canvas_height": 32}], min_track_length=1)
     assert out[1].shape == (1, 32, 32, 3) and isinstance(out[1], torch.Tensor)
+
+
+# --- corrections and the colour cue, executed by ComfyUI itself ---------------------------
+
+class _TestPoses:
+    """Test source node: a clip's per-frame poses (people shuffled) as POSE_KEYPOINT and its pictures."""
+
+    CATEGORY = "AnyCrowd/test"
+    FUNCTION = "make"
+    RETURN_TYPES = ("POSE_KEYPOINT", "IMAGE")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0})}}
+
+    def make(self, seed):
+        from anycrowd_core.pose.scenarios import make_scenario
+
+        sc = make_scenario("edge_entry_cross", seed)
+        frames = []
+        for f in sc.sequence.frames:
+            people = [{"pose_keypoints_2d": [float(v) for v in f.keypoints[j, :18].reshape(-1)]}
+                      for j in range(f.num_people)]
+            frames.append({"people": people, "canvas_width": 832, "canvas_height": 480})
+        return (frames, torch.from_numpy(sc.frames()).float() / 255.0)
+
+
+class _TestProbe:
+    """Test sink node: keeps the tracks it receives."""
+
+    CATEGORY = "AnyCrowd/test"
+    FUNCTION = "keep"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    seen: list = []
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"tracks": ("ANYCROWD_TRACKS",)}}
+
+    def keep(self, tracks):
+        _TestProbe.seen.append(tracks)
+        return {}
+
+
+def _run_prompt(pack, prompt):
+    import_comfy()
+    import utils.install_util  # noqa: F401  (ComfyUI's server imports it before the extras)
+    import execution
+    import nodes as comfy_nodes
+    from comfy_host import FakeServer
+
+    added = {"AnyCrowdTestPoses": _TestPoses, "AnyCrowdTestProbe": _TestProbe,
+             "AnyCrowdPoseFromKeypoints": pack.NODE_CLASS_MAPPINGS["AnyCrowdPoseFromKeypoints"]}
+    saved = {k: comfy_nodes.NODE_CLASS_MAPPINGS.get(k) for k in added}
+    comfy_nodes.NODE_CLASS_MAPPINGS.update(added)
+    try:
+        prompt_id = "anycrowd-track-edits"
+        valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+        assert valid, (error, node_errors)
+        executor = execution.PromptExecutor(FakeServer())
+        executor.execute(prompt, prompt_id, {}, outputs)
+        return executor
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                comfy_nodes.NODE_CLASS_MAPPINGS.pop(k, None)
+            else:
+                comfy_nodes.NODE_CLASS_MAPPINGS[k] = v
+
+
+def _prompt(appearance: bool, edits: str) -> dict:
+    return {
+        "1": {"class_type": "AnyCrowdTestPoses", "inputs": {"seed": 0}},
+        "2": {"class_type": "AnyCrowdPoseFromKeypoints", "inputs": {
+            "pose_keypoint": ["1", 0], "images": ["1", 1], "coords": "pixel", "identities": "retrack",
+            "max_gap": 8, "min_track_length": 3, "smoothing": 0.0, "max_people": 0, "draw_body": True,
+            "draw_hands": True, "draw_face": True, "light_head": False, "appearance": appearance, "edits": edits}},
+        "3": {"class_type": "AnyCrowdTestProbe", "inputs": {"tracks": ["2", 0]}},
+    }
+
+
+def test_colour_cue_and_track_edits_run_through_comfyuis_executor(pack):
+    from anycrowd_core.pose.keypoint_format import pose_keypoint_to_sequence
+    from anycrowd_core.pose.track_edits import apply_track_edits
+    from anycrowd_core.pose.tracking import track_people
+
+    poses, pictures = _TestPoses().make(0)
+    seq = pose_keypoint_to_sequence(poses, coords="pixel")
+    with_colour = track_people(seq, frames=(pictures * 255).round().to(torch.uint8).numpy())
+    pose_only = track_people(seq)
+    assert not torch.equal(with_colour.keypoints, pose_only.keypoints)  # the cue changes this clip's ids
+
+    _TestProbe.seen.clear()
+    for appearance, edits in ((True, ""), (False, ""), (True, "swap 0 1 @40\ndrop 1")):
+        executor = _run_prompt(pack, _prompt(appearance, edits))
+        assert executor.success, [d for e, d in executor.status_messages if e == "execution_error"]
+    colour, plain, edited = _TestProbe.seen
+    assert torch.equal(colour.keypoints, with_colour.keypoints) and colour.track_ids == with_colour.track_ids
+    assert torch.equal(plain.keypoints, pose_only.keypoints)
+    expected = apply_track_edits(with_colour, "swap 0 1 @40\ndrop 1")
+    assert edited.track_ids == expected.track_ids == [0] and torch.equal(edited.keypoints, expected.keypoints)
+
+    executor = _run_prompt(pack, _prompt(True, "swap 0 @40"))
+    errors = [d for e, d in executor.status_messages if e == "execution_error"]
+    assert not executor.success and len(errors) == 1
+    assert "Track edit error on line 1, character 7" in errors[0]["exception_message"]
+    assert "  swap 0 @40\n        ^" in errors[0]["exception_message"]
