@@ -67,6 +67,9 @@ class TrackerConfig:
     bridge_hidden: a track lost inside the picture for longer than max_gap and found again
         inside it (a person hidden behind others) is bridged over the gap (interpolated, marked
         present); False: absent while unseen.
+    hidden_pickup_max_cost: gate of picking a hidden track (lost inside the picture) up
+        again with a detection near its predicted stretch (distance / height + |log height
+        ratio|), before any new track starts there (with bridge_hidden).
     suspect_extra: extra observations a track needs before it counts (and may take over a
         lost identity) when it was born next to where a hidden track is predicted (a stray
         detection near a hidden person is not that person).
@@ -95,6 +98,7 @@ class TrackerConfig:
     hidden_gate: float = 0.8
     hidden_reentry_max_cost: float = 0.8
     bridge_hidden: bool = True
+    hidden_pickup_max_cost: float = 0.3
     jump_gate_growth: float = 0.02
     suspect_extra: int = 2
     appearance: bool = True
@@ -465,6 +469,36 @@ class Tracker:
                     assign[dets[c]] = tr_idx
                     free_det[c] = False
 
+        # Stage 1b: a person hidden for longer than max_gap (lost inside the picture) is picked up
+        # again by its own track where it shows close to its predicted stretch, even by a weak
+        # (partly covered) detection, instead of starting a new track that must first be confirmed.
+        if cfg.bridge_hidden and free_det.any():
+            waiting = np.flatnonzero((self.status[:n] == _DORMANT) & (self.sides[:n] == 0)
+                                     & (self.n_obs[:n] >= self.need[:n]))
+            if cfg.reentry_gap is not None and len(waiting):
+                waiting = waiting[t - self.last_t[waiting] - 1 <= cfg.reentry_gap]
+            cand = np.flatnonzero(free_det & (det_valid.sum(1) >= KPT_RELIABLE))
+            if len(waiting) and len(cand):
+                z = _to_cxcywh(det_boxes[cand])
+                h = np.maximum(self.pos[waiting, 3], 1.0)
+                cost = self._stretch_distance(waiting, np.full(len(cand), t), z[:, :2]) / h[:, None]
+                cost = cost + np.abs(np.log(np.maximum(z[None, :, 3], 1.0) / h[:, None]))
+                if app is not None:
+                    both = self.hist_ok[waiting][:, None] & app[1][cand][None, :]
+                    dist = histogram_distance(self.hist[waiting], app[0][cand])
+                    cost = cost + cfg.appearance_weight * np.where(
+                        both, (dist - APPEARANCE_SAME) * (0.4 + 0.6 * app[2][cand])[None, :], 0.0)
+                rows, cols = match_pairs(cost, cfg.hidden_pickup_max_cost)
+                if len(rows):
+                    tr_idx, c = waiting[rows], cand[cols]
+                    self.status[tr_idx] = _ACTIVE
+                    self._observe(tr_idx, dets[c], det_boxes[c], det_xy[c], det_valid[c], scores[dets[c]], t,
+                                  offset, new_segment=True, app=_pick(app, c))
+                    for k in tr_idx.tolist():
+                        self.obs_bridge[k][-1] = True
+                    assign[dets[c]] = tr_idx
+                    free_det[c] = False
+
         # Stage 2: confident unmatched detections start new (tentative) tracks.
         starters = np.flatnonzero(free_det & (scores[dets] >= cfg.new_track_score))
         if len(starters):
@@ -525,6 +559,22 @@ class Tracker:
                     assign[assign == young] = old
         return assign
 
+    def _stretch_distance(self, old: np.ndarray, at: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        """Distance `[L, P]` px of points xy `[P, 2]` seen at frames `at` `[P]` from where each
+        lost track `old[l]` can be: a hidden person is somewhere between where the motion model
+        puts it after max_gap frames and where constant velocity over the whole gap would
+        (people slow down behind others)."""
+        cfg = self.cfg
+        gap = at[None, :] - self.last_t[old][:, None]  # [L, P]
+        near = self.pos[old][:, None, :2] + self.vel[old][:, None, :2] * np.minimum(gap, cfg.max_gap + 1)[..., None]
+        far = self.pos[old][:, None, :2] + self.vel[old][:, None, :2] * gap[..., None]
+        lim = np.array([self.width, self.height], dtype=np.float64)
+        near, far = np.clip(near, 0, lim), np.clip(far, 0, lim)
+        seg = far - near
+        u = ((xy[None] - near) * seg).sum(-1) / np.maximum((seg * seg).sum(-1), 1e-9)
+        closest = near + np.clip(u, 0, 1)[..., None] * seg
+        return np.hypot(*(xy[None] - closest).transpose(2, 0, 1))
+
     def _reentry_cost(self, old: np.ndarray, young: np.ndarray, t: int) -> np.ndarray:
         """Cost `[L, Y]` of continuing lost track `old[l]` with newly confirmed track `young[y]`.
 
@@ -544,24 +594,10 @@ class Tracker:
         lr = (tr_sides[:, None] & entry[None, :] & (_LEFT | _RIGHT)) != 0
         tb = (tr_sides[:, None] & entry[None, :] & (_TOP | _BOTTOM)) != 0
         edge_cost = np.where(lr, along_y, np.where(tb, along_x, np.inf)) + size
-        # A hidden person is somewhere between where the motion model puts it after max_gap
-        # frames and where constant velocity over the whole gap would (people slow down behind
-        # others); the young track must have been near that stretch from its first frame on,
-        # not only now: a stray box that drifts near the prediction is not it.
-        def stretch_distance(at: np.ndarray, xy: np.ndarray) -> np.ndarray:
-            """Distance `[L, P]` (px) of points xy `[P, 2]` seen at frames `at` `[P]` from each lost track's stretch."""
-            gap = at[None, :] - self.last_t[old][:, None]  # [L, P]
-            near = self.pos[old][:, None, :2] + self.vel[old][:, None, :2] * np.minimum(gap, cfg.max_gap + 1)[..., None]
-            far = self.pos[old][:, None, :2] + self.vel[old][:, None, :2] * gap[..., None]
-            lim = np.array([self.width, self.height], dtype=np.float64)
-            near, far = np.clip(near, 0, lim), np.clip(far, 0, lim)
-            seg = far - near
-            u = ((xy[None] - near) * seg).sum(-1) / np.maximum((seg * seg).sum(-1), 1e-9)
-            closest = near + np.clip(u, 0, 1)[..., None] * seg
-            return np.hypot(*(xy[None] - closest).transpose(2, 0, 1))
-
-        dist = stretch_distance(np.full(len(young), t), cur[:, :2]) / h[:, None]
-        dist_first = stretch_distance(self.first_t[young], self.first_pos[young]) / h[:, None]
+        # The young track must have been near the lost one's predicted stretch from its first
+        # frame on, not only now: a stray box that drifts near the prediction is not it.
+        dist = self._stretch_distance(old, np.full(len(young), t), cur[:, :2]) / h[:, None]
+        dist_first = self._stretch_distance(old, self.first_t[young], self.first_pos[young]) / h[:, None]
         inside = np.maximum(dist, dist_first) + size
         # Lost inside the picture (hidden): it shows again where its motion model says, or not at all.
         inside = np.where(inside <= cfg.hidden_reentry_max_cost, inside, np.inf)
