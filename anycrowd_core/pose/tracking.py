@@ -40,9 +40,9 @@ class TrackerConfig:
         interpolation when it is found again (bridged frames count as present).
     min_track_length: tracks observed in fewer frames are dropped (false positives); capped
         at the video length so a one-frame video keeps its people.
-    iou_weight, kpt_weight: cost = iou_weight * (1 - IoU(predicted box, detection box))
-        + kpt_weight * keypoint distance (mean per-point distance / person height, each
-        point clipped at 1).
+    iou_weight, kpt_weight: weights of the box term (1 - IoU(predicted box, detection box))
+        and the keypoint term (mean per-point distance / person height, each point clipped at
+        1), each further weighted by its reliability (see `association_cost`).
     max_cost: pairs costing more are never matched.
     min_score: detections scoring below are ignored.
     new_track_score: detections scoring below may extend a track but never start one.
@@ -158,13 +158,6 @@ def _sides(boxes: np.ndarray, height: int, width: int, margin: float) -> np.ndar
     ).astype(np.int64)
 
 
-def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection areas `[A, B]` of xyxy boxes."""
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    return np.clip(w, 0, None) * np.clip(h, 0, None)
-
-
 def _pick(app, idx):
     return None if app is None else tuple(a[idx] for a in app)
 
@@ -245,16 +238,11 @@ def association_cost(pred_boxes: np.ndarray, pred_kpts: np.ndarray, pred_valid: 
     return np.where(wsum > 0, mixed, (iou_weight + kpt_weight) * (1.0 - iou))
 
 
-def keypoint_jump(pred: np.ndarray, pred_valid: np.ndarray, det: np.ndarray, det_valid: np.ndarray,
-                  scale: np.ndarray, pred_boxes: np.ndarray, det_boxes: np.ndarray) -> np.ndarray:
+def _jump(count: np.ndarray, mean: np.ndarray, scale: np.ndarray, pred_boxes: np.ndarray,
+          det_boxes: np.ndarray) -> np.ndarray:
     """How far `[A, D]` (in person heights) detection d sits from track a's prediction: the
-    length of the mean shift of the body points seen in both (at least 3), else of the box
-    centres."""
-    _, count, mean = _keypoint_terms(pred, pred_valid, det, det_valid, np.maximum(scale, 1.0))
-    return _jump(count, mean, scale, pred_boxes, det_boxes)
-
-
-def _jump(count, mean, scale, pred_boxes, det_boxes):
+    length of the mean shift `mean` `[A, D, 2]` of the `count` body points seen in both (at
+    least 3), else of the box centres."""
     pc = (pred_boxes[:, None, :2] + pred_boxes[:, None, 2:]) * 0.5
     dc = (det_boxes[None, :, :2] + det_boxes[None, :, 2:]) * 0.5
     shift = np.where((count >= 3)[..., None], mean, dc - pc)
