@@ -623,23 +623,24 @@ class Tracker:
         """Filter update of `tracks` with their detections (indices local to this frame);
         `app`: (histograms, valid, clean weight) of those detections for the colour cue."""
         cfg = self.cfg
-        z = _to_cxcywh(det_boxes)
+        box_z = _to_cxcywh(det_boxes)
+        rel, rel_valid, box_ok = self.rel[tracks], self.rel_valid[tracks], self.box_ok[tracks]
         seg = np.zeros(len(tracks), dtype=np.int64) if new_segment else self.seg_obs[tracks]
         restart = seg == 0
         dt = np.maximum(t - self.last_t[tracks], 1)[:, None].astype(np.float64)
         prior = self.pos[tracks]
         pred = prior + self.vel[tracks] * np.minimum(dt, cfg.max_gap + 1)
-        r = z - pred
+        r = box_z - pred
         # A partly hidden person's box is only its visible part: measure the centre's motion
         # on the keypoints seen in both (robust to occlusion) and keep the size unless the
         # detection shows (nearly) every point the track knows.
-        common = det_valid & self.rel_valid[tracks]
+        common = det_valid & rel_valid
         n_common = common.sum(1)
-        shift = det_xy - (pred[:, None, :2] + self.rel[tracks])
+        shift = det_xy - (pred[:, None, :2] + rel)
         kp_r = np.where(common[..., None], shift, 0.0).sum(1) / np.maximum(n_common, 1)[:, None]
         use_kp = n_common >= 3
         r[:, :2] = np.where(use_kp[:, None], kp_r, r[:, :2])
-        complete = n_common >= 0.8 * self.rel_valid[tracks].sum(1)
+        complete = n_common >= 0.8 * rel_valid.sum(1)
         r[:, 2:] = np.where(complete[:, None] | ~use_kp[:, None], r[:, 2:], 0.0)
         z = pred + r
         pos = np.where(restart[:, None], z, pred + cfg.alpha * r)
@@ -656,21 +657,20 @@ class Tracker:
         # box centre, so the predicted box stays where the detector puts boxes.
         sides = _sides(det_boxes, self.height, self.width, cfg.edge_margin)
         whole = (sides == 0) & (complete | ~use_kp)
-        box_z = _to_cxcywh(det_boxes)
         if not restart.all():
             jit = np.abs(np.log(np.maximum(box_z[:, 2:], 1.0) / np.maximum(pred[:, 2:], 1.0))).sum(1)
-            upd = whole & ~restart & self.box_ok[tracks]
-            self.box_jitter[tracks] = np.where(upd, 0.8 * self.box_jitter[tracks] + 0.2 * jit, self.box_jitter[tracks])
-        gain = np.where(self.box_ok[tracks], 0.2, 1.0)[:, None]
-        anchor = np.where(whole[:, None], pos[:, :2] + gain * (box_z[:, :2] - pos[:, :2]), pos[:, :2])
-        pos[:, 2:] = np.where((whole & ~self.box_ok[tracks])[:, None], box_z[:, 2:], pos[:, 2:])
-        moved = anchor - pos[:, :2]
-        pos[:, :2] = anchor
-        self.box_ok[tracks] |= whole
+            upd = whole & ~restart & box_ok
+            jitter = self.box_jitter[tracks]
+            self.box_jitter[tracks] = np.where(upd, 0.8 * jitter + 0.2 * jit, jitter)
+        gain = np.where(box_ok, 0.2, 1.0)[:, None]
+        moved = np.where(whole[:, None], gain * (box_z[:, :2] - pos[:, :2]), 0.0)
+        pos[:, :2] += moved
+        pos[:, 2:] = np.where((whole & ~box_ok)[:, None], box_z[:, 2:], pos[:, 2:])
+        self.box_ok[tracks] = box_ok | whole
         self.pos[tracks] = pos
         self.vel[tracks] = vel
-        self.rel[tracks] = np.where(det_valid[..., None], det_xy - pos[:, None, :2], self.rel[tracks] - moved[:, None])
-        self.rel_valid[tracks] |= det_valid
+        self.rel[tracks] = np.where(det_valid[..., None], det_xy - pos[:, None, :2], rel - moved[:, None])
+        self.rel_valid[tracks] = rel_valid | det_valid
         self.last_t[tracks] = t
         self.n_obs[tracks] += 1
         self.seg_obs[tracks] = seg + 1
