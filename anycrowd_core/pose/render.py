@@ -243,8 +243,8 @@ def render_identity_preview(
     dim: float = 0.45,
     frame_numbers: bool = True,
 ) -> Tensor:
-    """Preview `[T, H, W, 3]` float 0..1 for checking tracking and binding: the video dimmed to
-    `dim` (black without `frames`), each track's skeleton and box in its own colour, labelled
+    """Preview `[T, H, W, 3]` float 0..1 for checking tracking and binding: the video (0..1
+    floats or uint8) dimmed to `dim` (black without `frames`), each track's skeleton and box in its own colour, labelled
     with its track id ("T2"), and (frame_numbers) the frame number in the top-left corner, the
     F of a track edit such as "swap 0 1 @F". With a `binding` (see `binding.Binding`): colour per identity,
     labels like "A T2" (identity A on track 2; "B T0+0.3w" for a shifted copy), and the
@@ -265,7 +265,8 @@ def render_identity_preview(
         layers.append((tracks, identity_colors(max(tracks.num_tracks, 1)), [f"T{i}" for i in ids]))
     height, width, t = int(tracks.height), int(tracks.width), tracks.num_frames
     if frames is not None:
-        f = frames.detach().cpu().float() if isinstance(frames, Tensor) else torch.as_tensor(np.asarray(frames)).float()
+        raw = frames.detach().cpu() if isinstance(frames, Tensor) else torch.as_tensor(np.asarray(frames))
+        f = raw.float() / 255.0 if raw.dtype == torch.uint8 else raw.float()  # uint8 video or 0..1 floats
         if f.dim() != 4 or tuple(f.shape[:3]) != (t, height, width):
             raise AnyCrowdError(
                 f"The preview video must be [T, H, W, 3] = [{t}, {height}, {width}, 3] like the tracks, "
@@ -277,7 +278,7 @@ def render_identity_preview(
 
     sizes = stroke_sizes(height, width)
     stick, joint = max(1, sizes["stick"] // 2), max(1, sizes["joint"] - 1)
-    font = max(0.35, min(height, width) / 900.0)
+    font = max(0.35, min(height, width) / 650.0)  # ids must stay readable: the user writes edits from them
     thick = max(1, int(round(font * 2)))
     for show, colors, names in layers:
         kp = _as_numpy_keypoints(show.keypoints, "tracks.keypoints")
