@@ -13,6 +13,7 @@ source defines it, in our own words:
 """
 
 import dataclasses
+import importlib
 import logging
 import sys
 import types
@@ -22,8 +23,12 @@ import torch
 
 from anycrowd_core.attention import AnyCrowdAttention, sdpa
 from anycrowd_core.bench.attention import ToySelfAttention
-from nodes import comfy_attention as ca
+from pack import load_pack
 from test_attention_modes import DIM, HEADS, random_scene
+
+# through the package name ComfyUI would give us: a top-level `nodes` import would shadow ComfyUI's
+# own `nodes` module for every later test in the process
+ca = importlib.import_module(f"{load_pack().__name__}.nodes.comfy_attention")
 
 
 class AttentionTensorContainer:

@@ -4,6 +4,7 @@ restatement of today's ComfyUI handler (tests/upstream_context_windows.py)."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import fields
 
 import pytest
@@ -15,7 +16,12 @@ from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.layout import build_token_layout, window_layout
 from anycrowd_core.long_video import pad_frames, plan_latent_windows, window_track_boxes
 from anycrowd_core.wan import shifted_reference_positions
-from nodes.context_windows import WindowFollower, slices_vace_context, window_frames
+from pack import load_pack
+
+# through the package name ComfyUI would give us (a top-level `nodes` import shadows ComfyUI's own)
+_windows = importlib.import_module(f"{load_pack().__name__}.nodes.context_windows")
+WindowFollower, slices_vace_context, window_frames = (
+    _windows.WindowFollower, _windows.slices_vace_context, _windows.window_frames)
 
 H = W = 64  # 4 x 4 tokens per latent frame
 LATENT_VIDEO = 7  # latent video frames = 25 pixel frames

@@ -52,6 +52,25 @@ def test_the_core_never_imports_comfyui():
     assert offending("anycrowd_core", COMFY_MODULES) == []
 
 
+def test_tests_never_import_our_nodes_as_top_level_nodes():
+    """`import nodes` / `from nodes.x import` in a test makes our package the process's `nodes`
+    module, and every later host test then gets ours instead of ComfyUI's (the host suite broke
+    that way once); tests load the package as ComfyUI does, through tests/pack.py."""
+    ours = {p.stem for p in (REPO / "nodes").glob("*.py")}
+    bad = []
+    for path in sorted((REPO / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                parts = node.module.split(".")
+                names = {a.name for a in node.names} if parts == ["nodes"] else set(parts[1:2])
+                if parts[0] == "nodes" and names & ours:
+                    bad.append(f"{path.name}:{node.lineno} from {node.module} import ...")
+            elif isinstance(node, ast.Import):
+                bad += [f"{path.name}:{node.lineno} import {a.name}" for a in node.names
+                        if a.name.split(".")[0] == "nodes" and set(a.name.split(".")[1:2]) & ours]
+    assert bad == [], "load the package through tests/pack.py (load_pack) instead"
+
+
 def test_the_scanner_sees_every_import_form(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("import nodes\nfrom comfy_extras.nodes_model_advanced import ModelSamplingSD3\n"
