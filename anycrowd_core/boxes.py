@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from .errors import AnyCrowdError
-from .layout import boxes_from_masks
 
 BOXES_SYNTAX = """Boxes syntax (xyxy pixels of the control video as you connect it; one character per line):
   120,40,260,470                       the same box in every frame
@@ -305,6 +304,30 @@ def validate_boxes_text(text: str, num_frames: int) -> str | None:
     except AnyCrowdError as exc:
         return str(exc)
     return None
+
+
+def boxes_from_masks(track_masks: Tensor) -> Tensor:
+    """Tight xyxy pixel boxes `[M, T, 4]` of bool masks `[M, T, H, W]`; NaN rows where empty.
+
+    A pixel (x, y) spans [x, x+1), so a one-pixel mask at (x, y) gives (x, y, x+1, y+1).
+    """
+    if track_masks.dim() != 4:
+        raise AnyCrowdError(f"track_masks must be [M, T, H, W], got shape {tuple(track_masks.shape)}.")
+    m = track_masks.bool()
+    cols, rows = m.any(2), m.any(3)  # [M, T, W], [M, T, H]
+    present = cols.any(-1)
+
+    def span(a: Tensor) -> tuple[Tensor, Tensor]:
+        n = a.shape[-1]
+        idx = torch.arange(n, dtype=torch.float32, device=a.device)
+        lo = torch.where(a, idx, torch.full_like(idx, float(n))).amin(-1)
+        hi = torch.where(a, idx + 1, torch.zeros_like(idx)).amax(-1)
+        return lo, hi
+
+    x0, x1 = span(cols)
+    y0, y1 = span(rows)
+    boxes = torch.stack([x0, y0, x1, y1], -1)
+    return torch.where(present[..., None], boxes, torch.full_like(boxes, float("nan")))
 
 
 def boxes_from_mask_sequences(masks: Tensor, num_frames: int) -> Tensor:

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from anycrowd_core.boxes import boxes_from_masks
 from anycrowd_core.decoupler import DecoupledInstances, decouple_instances, preview
 from anycrowd_core.errors import AnyCrowdError
-from anycrowd_core.layout import boxes_from_masks
 from anycrowd_core.pose.align import align_identities
 from anycrowd_core.pose.keypoint_format import pose_keypoint_to_sequence
 from anycrowd_core.pose.types import BODY_POINTS, NUM_KEYPOINTS, PoseTracks

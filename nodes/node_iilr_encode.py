@@ -13,6 +13,7 @@ from torch import Tensor
 
 from anycrowd_core.boxes import (
     BOXES_SYNTAX,
+    boxes_from_masks,
     boxes_from_mask_sequences,
     has_boxes,
     parse_boxes,
@@ -23,7 +24,7 @@ from anycrowd_core.codec import check_frame_count, check_frame_size, nearest_val
 from anycrowd_core.decoupler import DecoupledInstances
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.iilr import comfy_vace_inputs, encode_iilr
-from anycrowd_core.layout import boxes_from_masks, build_token_layout
+from anycrowd_core.layout import build_token_layout
 from anycrowd_core.pose.binding import SYNTAX_HELP, Binding, check_binding_syntax, identity_name, resolve_binding
 from anycrowd_core.pose.render import render_pose_video
 from anycrowd_core.pose.track_boxes import padded_track_boxes

@@ -11,8 +11,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from anycrowd_core.attention import AnyCrowdAttention, GateBank
 from anycrowd_core.attention.dense_reference import dense_forward
 from anycrowd_core.bench.attention import ToySelfAttention
+from anycrowd_core.boxes import boxes_from_masks
 from anycrowd_core.errors import AnyCrowdError
-from anycrowd_core.layout import boxes_from_masks, build_token_layout
+from anycrowd_core.layout import build_token_layout
 
 DIM, HEADS = 16, 2
 

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
+from anycrowd_core.boxes import boxes_from_masks
 from anycrowd_core.errors import AnyCrowdError
-from anycrowd_core.layout import boxes_from_masks, build_token_layout
+from anycrowd_core.layout import build_token_layout
 
 NAN = float("nan")
 

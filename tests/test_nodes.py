@@ -215,7 +215,7 @@ def test_iilr_encode_layout_matches_the_core_layout(scene):
 def test_iilr_encode_track_masks_give_the_boxes_of_the_masks(scene):
     masks = scene.track_masks.float().reshape(-1, 64, 96)
     layout = encode(scene, boxes="", track_masks=masks)[4]
-    from anycrowd_core.layout import boxes_from_masks
+    from anycrowd_core.boxes import boxes_from_masks
 
     expected = build_token_layout(scene.reference_masks, boxes_from_masks(scene.track_masks), [0, 1])
     for a, b in zip(layout.vid_tokens, expected.vid_tokens):

@@ -10,12 +10,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from anycrowd_core.boxes import boxes_from_masks
 from anycrowd_core.codec import TestCodec
 from anycrowd_core.decoupler import decouple_instances
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.iilr import encode_iilr
 from anycrowd_core.latent_format import process_in
-from anycrowd_core.layout import boxes_from_masks, build_token_layout
+from anycrowd_core.layout import build_token_layout
 from anycrowd_core.scenes import make_scene
 from training import cache_format as cf
 from training.prepare import (

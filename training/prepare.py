@@ -23,13 +23,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from anycrowd_core.boxes import boxes_from_masks
 from anycrowd_core.codec import VideoCodec, check_frame_count, check_frame_size
 from anycrowd_core.decoupler import decouple_instances
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.files import ensure_output_dir, write_text_atomic
 from anycrowd_core.iilr import encode_iilr
 from anycrowd_core.latent_format import process_in
-from anycrowd_core.layout import boxes_from_masks, build_token_layout
+from anycrowd_core.layout import build_token_layout
 
 from . import cache_format as cf
 

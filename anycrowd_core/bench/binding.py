@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..boxes import boxes_from_masks
 from ..decoupler import DecoupledInstances, decouple_instances
 from ..errors import AnyCrowdError
-from ..layout import boxes_from_masks
 from ..mini.seeds import EVAL_SEED_BASE
 from ..pipeline import AnimationInputs, SamplingSettings, animate
 from ..pose.align import align_identities
