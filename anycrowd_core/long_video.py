@@ -1,7 +1,8 @@
 """Long-video planning: split a driving video of any length into Wan-sized segments (token
 replace, One-to-All §3.4) or latent sliding windows (AnyCrowd appendix), and slice the
-per-frame inputs (control video, track boxes) for one segment. Samplers:
-`long_video_sampling.py`; rules and worked examples: docs/long_video.md.
+per-frame inputs (control video, track boxes) for one segment. The loops that run a plan
+for either host: `long_video_run.py`; the core-DiT sampler: `long_video_sampling.py`; rules
+and worked examples: docs/long_video.md.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from .codec import TEMPORAL_FACTOR
 from .errors import AnyCrowdError
 
 __all__ = [
+    "STRATEGIES",
+    "DEFAULT_OVERLAP",
+    "LongVideoSettings",
     "Segment",
     "Window",
     "plan_segments",
@@ -28,6 +32,12 @@ __all__ = [
     "padded_frame_count",
     "latent_count",
 ]
+
+
+STRATEGIES = ("token_replace", "sliding_window")
+DEFAULT_OVERLAP = {"token_replace": 5, "sliding_window": 16}
+"""Default overlap in PIXEL frames: 5 = 2 context latent frames (One-to-All); 16 = 4 latent
+frames shared by neighbouring windows."""
 
 
 def padded_frame_count(num_frames: int) -> int:
@@ -329,3 +339,41 @@ def window_track_boxes(track_boxes: Tensor, binding, window: Window) -> tuple[Te
         pseudo[:, 0] = track_boxes[:, f]
         extra.append(pseudo)
     return torch.cat([main, *extra]), binding * (1 + len(extra))
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class LongVideoSettings:
+    """How a long video is split, the same for the headless and the ComfyUI path.
+
+    strategy: "token_replace" or "sliding_window".  segment_frames: PIXEL frames per segment
+    / window (4n+1).  overlap_frames: PIXEL frames (token replace: context taken from the
+    previous segment, 0 or 4m+1; windows: shared frames, rounded up to whole latent frames);
+    None = `DEFAULT_OVERLAP[strategy]`.  ramp: sliding windows blend overlaps with linear
+    ramps instead of a plain average.  codec_chunk: sliding windows, latent frames per VAE
+    call (None = the whole clip in one call).
+    """
+
+    strategy: str = "token_replace"
+    segment_frames: int = 81
+    overlap_frames: int | None = None
+    ramp: bool = False
+    codec_chunk: int | None = None
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise AnyCrowdError(f"Unknown long-video strategy {self.strategy!r}: choose one of {STRATEGIES}.")
+
+    @property
+    def overlap(self) -> int:
+        """overlap_frames, or the strategy's default."""
+        return DEFAULT_OVERLAP[self.strategy] if self.overlap_frames is None else int(self.overlap_frames)
+
+    def plan(self, num_frames: int) -> list:
+        """The `Segment`s (token replace) or `Window`s (sliding windows) for `num_frames`
+        pixel frames; AnyCrowdError for a bad segment / overlap combination."""
+        if self.strategy == "sliding_window":
+            return plan_windows(num_frames, self.segment_frames, self.overlap)
+        return plan_segments(num_frames, self.segment_frames, self.overlap)

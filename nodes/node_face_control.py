@@ -13,7 +13,6 @@ from torch import Tensor
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.face_control import FACE_MODES, face_control_video
 from anycrowd_core.iilr import encode_control_stream
-from anycrowd_core.latent_format import process_out
 from anycrowd_core.layout import TokenLayout
 from anycrowd_core.pose.keypoint_format import pose_keypoint_to_tracks
 from anycrowd_core.pose.types import PoseTracks
@@ -22,14 +21,7 @@ from .comfy_runtime import ComfyVAECodec, conditioning_set_values, resize_frames
 from .input_checks import conditioning, finite_number, image_batch, user_text
 from .node_iilr_encode import bind_pose_tracks, is_simple_binding
 from .node_types import LAYOUT, TRACKS
-
-
-def comfy_vace_values(context: Tensor, strength: float) -> dict:
-    """A model-space VACE context `[96, L, h, w]` as the CONDITIONING values WanVaceToVideo
-    appends (raw `vace_frames` `[1, 32, L, h, w]`, `vace_mask` `[1, 64, L, h, w]`, strength);
-    WAN21_Vace.extra_conds maps them back (process_latent_in per 16 channels)."""
-    frames = torch.cat([process_out(context[:16]), process_out(context[16:32])], dim=0)
-    return {"vace_frames": [frames[None]], "vace_mask": [context[32:][None]], "vace_strength": [float(strength)]}
+from .vace_conditioning import comfy_vace_values
 
 
 def tracks_input(tracks=None, pose_keypoint=None) -> PoseTracks:

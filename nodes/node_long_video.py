@@ -1,6 +1,7 @@
 """AnyCrowd Long Video Sampler node: a driving video of any length -> the whole decoded
 IMAGE sequence, by token-replace segments or latent sliding windows on the native Wan 2.1
-VACE MODEL (machinery: long_video_comfy.py; docs/comfyui_long_video.md).
+VACE MODEL: the core's long-video loops (anycrowd_core/long_video_run.py) with the ComfyUI
+adapter of long_video_comfy.py; docs/comfyui_long_video.md.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from torch import Tensor
 from anycrowd_core.boxes import resize_boxes
 from anycrowd_core.codec import check_frame_size
 from anycrowd_core.errors import AnyCrowdError
-from anycrowd_core.long_video import plan_segments, plan_windows
+from anycrowd_core.long_video import STRATEGIES, LongVideoSettings
+from anycrowd_core.long_video_run import LongVideoInputs
 
 from .comfy_patch import check_gates, check_wan_vace
 from .comfy_runtime import ComfyVAECodec, apply_shift, resize_frames
-from .long_video_comfy import STRATEGIES, LongVideoInputs, SamplingOptions, run_sliding_window, run_token_replace
+from .long_video_comfy import SamplingOptions, run_sliding_window, run_token_replace
 from .input_checks import (
     check_identities_visible,
     check_same_aspect,
@@ -27,8 +29,8 @@ from .node_decoupler import DecoupledReference
 from .node_iilr_encode import MAX_RESOLUTION, AnyCrowdIILREncode, fit_instances
 from .node_tsda_patch import AGF_CHOICES, ATTENTION_MODES
 from .guidance import GUIDANCE_INPUTS, guidance_options
-from .node_sampler import GATES_INPUT, sampler_options, sampling_inputs
 from .node_types import INSTANCES, TRACKS
+from .sampling_inputs import GATES_INPUT, sampler_options, sampling_inputs
 
 
 class AnyCrowdLongVideoSampler:
@@ -88,7 +90,7 @@ class AnyCrowdLongVideoSampler:
                                  what="requested output (width x height)")
             if strategy is not None and segment_frames is not None and overlap_frames is not None:
                 segment = whole_number(segment_frames, "segment_frames")
-                _plan(strategy, max(segment, 1), segment, whole_number(overlap_frames, "overlap_frames"))
+                LongVideoSettings(strategy, segment, whole_number(overlap_frames, "overlap_frames")).plan(max(segment, 1))
         except AnyCrowdError as exc:
             return str(exc)
         return True
@@ -116,7 +118,7 @@ class AnyCrowdLongVideoSampler:
         segment_frames = whole_number(segment_frames, "segment_frames")
         overlap_frames = whole_number(overlap_frames, "overlap_frames")
         frames = int(control_video.shape[0])
-        _plan(strategy, frames, segment_frames, overlap_frames)
+        LongVideoSettings(strategy, segment_frames, overlap_frames).plan(frames)
         if attention_mode not in ATTENTION_MODES or agf_mode not in AGF_CHOICES:
             raise AnyCrowdError(
                 f"attention_mode {attention_mode!r} / agf_mode {agf_mode!r}: choose attention_mode from "
@@ -135,13 +137,6 @@ class AnyCrowdLongVideoSampler:
         images = run(model, ComfyVAECodec(vae), inputs, positive, negative, options,
                      overlap_frames=overlap_frames, **kwargs)
         return (images,)
-
-
-def _plan(strategy: str, frames: int, segment_frames: int, overlap_frames: int):
-    """The plan (raises the planner's AnyCrowdError for a bad segment/overlap combination)."""
-    if strategy == "sliding_window":
-        return plan_windows(frames, segment_frames, overlap_frames)
-    return plan_segments(frames, segment_frames, overlap_frames)
 
 
 def resolve_inputs(instances: DecoupledReference, control_video: Tensor, width: int, height: int, boxes: str,

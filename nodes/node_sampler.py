@@ -13,53 +13,21 @@ from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.layout import TokenLayout
 
 from .comfy_patch import check_latent_matches_layout, check_wan_vace, patch_model
-from .comfy_runtime import WAN21_DEFAULT_SHIFT, apply_shift, sample, sample_two_experts, sampler_names
+from .comfy_runtime import apply_shift, sample, sample_two_experts
 from .guidance import GUIDANCE_INPUTS, cumulative_guidance, guidance_options
-from .input_checks import conditioning, finite_number, latent_samples, seed_value, whole_number
+from .input_checks import conditioning, finite_number, latent_samples, whole_number
 from .node_tsda_patch import AGF_CHOICES, ATTENTION_MODES
 from .node_types import GATES, LAYOUT
+from .sampling_inputs import GATES_INPUT, sampler_options, sampling_inputs
 from .wan22_experts import WAN22_T2V_BOUNDARY, check_expert_pair
 
 
-GATES_INPUT = (GATES, {"tooltip": "AGF gates trained with AnyCrowd (AnyCrowd Load Adapter), used by tsda with agf_mode gated. Leave unconnected on stock checkpoints."})
 # Wan 2.2 VACE-Fun A14B: the low-noise expert, its gates and where it takes over (widget after ref_cfg)
 EXPERT_INPUTS = {
     "low_noise_model": ("MODEL", {"tooltip": "Wan 2.2 VACE-Fun A14B: the low-noise expert (model is then the high-noise one). Both are patched with the same layout and sampled on one schedule, split at switch_boundary. Leave unconnected for Wan 2.1 VACE."}),
     "low_noise_gates": (GATES, {"tooltip": "AGF gates trained for the low-noise expert (its own AnyCrowd Load Adapter); gates is then the high-noise expert's."}),
     "switch_boundary": ("FLOAT", {"default": WAN22_T2V_BOUNDARY, "min": 0.0, "max": 1.0, "step": 0.005, "tooltip": "With low_noise_model: the high-noise expert runs the steps whose sigma (timestep / 1000) is at least this, the low-noise expert the rest. 0.875 is Wan 2.2's value for T2V-based VACE-Fun (0.9 for I2V). Ignored without low_noise_model."}),
 }
-
-
-def sampling_inputs(per_segment: bool = False) -> dict:
-    """The attention and sampler widgets every AnyCrowd sampler node shows, in this order
-    (workflows store widget values by position). `per_segment` words the tooltips for the
-    long-video sampler, which samples each segment on its own."""
-    samplers, schedulers = sampler_names()
-    each = " per segment" if per_segment else ""
-    seed_note = "; segment s uses seed + s" if per_segment else " (same noise as KSampler for the same seed)"
-    return {
-        "attention_mode": (ATTENTION_MODES, {"default": "masked", "tooltip": "masked: training-free binding for stock checkpoints (recommended). tsda: the paper's tri-stage attention (needs AnyCrowd-trained weights). global: plain Wan attention, for comparison."}),
-        "agf_mode": (AGF_CHOICES, {"default": "gated", "tooltip": "Fusion of overlapping characters in tsda: gated (trained gates; equals mean without gates), mean or max. Ignored by masked and global."}),
-        "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": f"Seed of the initial noise{seed_note}."}),
-        "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": f"Sampling steps{each}."}),
-        "cfg": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance scale (Wan examples use about 6)."}),
-        "sampler_name": (samplers, {"default": "uni_pc" if "uni_pc" in samplers else samplers[0], "tooltip": "ComfyUI sampler (as in KSampler)."}),
-        "scheduler": (schedulers, {"default": "simple" if "simple" in schedulers else schedulers[0], "tooltip": "ComfyUI scheduler (as in KSampler); 'simple' is the usual choice for Wan."}),
-        # default 0 = the model's own shift: 8.0 for Wan 2.1 unless a ModelSamplingSD3 node upstream set another
-        "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip": f"Flow-matching sigma shift, set like the ModelSamplingSD3 node. 0 (default) keeps the model's own: {WAN21_DEFAULT_SHIFT} for Wan 2.1, or what a ModelSamplingSD3 node before this one set."}),
-    }
-
-
-def sampler_options(seed, steps, cfg, shift) -> dict:
-    """The widgets of `sampling_inputs` checked (finite, in range) as {seed, steps, cfg, shift}:
-    ComfyUI range-checks typed-in widget values only, not linked ones or Python callers."""
-    return {
-        "seed": seed_value(seed),
-        "steps": whole_number(steps, "steps", low=1, fix="Use e.g. 20 (the AnyCrowd-Mini demo uses 10)."),
-        "cfg": finite_number(cfg, "cfg", low=0.0, fix="Use about 6 for Wan 2.1 (1 for AnyCrowd-Mini)."),
-        "shift": finite_number(shift, "shift", low=0.0,
-                               fix=f"Use 0 to keep the model's own shift ({WAN21_DEFAULT_SHIFT:g} for Wan 2.1)."),
-    }
 
 
 class AnyCrowdSampler:

@@ -11,7 +11,8 @@ from anycrowd_core.demo import demo_model
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.latent_format import process_in
 from anycrowd_core.long_video import plan_latent_windows, plan_segments, slice_inputs
-from anycrowd_core.long_video_sampling import animate_long, decode_chunked
+from anycrowd_core.long_video_run import decode_chunked
+from anycrowd_core.long_video_sampling import animate_long
 from anycrowd_core.pipeline import AnimationInputs, SamplingSettings, animate
 from anycrowd_core.sampling import SamplingCancelled
 from anycrowd_core.scenes import make_scene

@@ -11,6 +11,7 @@ import torch
 from anycrowd_core.codec import TestCodec
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.long_video import plan_windows
+from anycrowd_core.long_video_run import ReferenceCache
 from anycrowd_core.scenes import make_scene
 from pack import load_pack
 
@@ -122,7 +123,7 @@ def test_reference_cache_encodes_each_reference_image_once():
             calls.append(int(frames.shape[0]))
             return super().encode(frames)
 
-    cache = lvc.ReferenceCache(Codec())
+    cache = ReferenceCache(Codec())
     img = torch.rand(1, 16, 16, 3)
     a = cache.encode(img)
     b = cache.encode(img.clone())

@@ -21,9 +21,8 @@ import time
 import torch
 from torch import nn
 
+from ..long_video import DEFAULT_OVERLAP, STRATEGIES
 from .attention import _rss_kib
-
-STRATEGIES = ("token_replace", "sliding_window")
 
 
 def _frames_for(segments: int, segment_frames: int, overlap: int) -> int:
@@ -135,8 +134,6 @@ def linear_fit(xs: list[float], ys: list[float]) -> dict:
 
 
 def run(args) -> dict:
-    from ..long_video_sampling import DEFAULT_OVERLAP
-
     out = {"settings": {"height": args.height, "width": args.width, "steps": args.steps, "mode": args.mode,
                         "identities": args.identities, "threads": args.threads, "cfg": 1.0,
                         "segment_frames": args.segment_frames, "model": "demo_model (dim 64, 4+2 blocks)",
