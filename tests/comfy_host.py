@@ -121,3 +121,22 @@ class FakeServer:
 
     def queue_updated(self):
         pass
+
+
+def execute_prompt(prompt: dict):
+    """Run an API prompt the way the server does: ComfyUI's own `validate_prompt`, then
+    `execution.PromptExecutor` (with a FakeServer); asserts it validated and ran with no
+    execution error, and returns the executor. Register the nodes it needs first."""
+    import asyncio
+    import uuid
+
+    import execution
+
+    prompt_id = str(uuid.uuid4())
+    valid, error, good_outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+    assert valid, (error, node_errors)
+    executor = execution.PromptExecutor(FakeServer())
+    executor.execute(prompt, prompt_id, {}, good_outputs)
+    failures = [d for e, d in executor.status_messages if e == "execution_error"]
+    assert executor.success and not failures, failures
+    return executor

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import pytest
 import torch
 
 from anycrowd_core.scenes import make_scene
 from anycrowd_core.video_io import read_video, write_mp4, write_png
-from comfy_host import FakeServer, import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_state_dict_file
+from comfy_host import execute_prompt, import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_state_dict_file
 from pack import REPO
 from test_identity_masks import scail_colour_video
 
@@ -122,7 +121,6 @@ def make_test_variant(prompt: dict, tiny_model_name: str) -> dict:
 
 def test_identity_masks_api_workflow_executes_through_comfyuis_executor(tmp_path, scene, pack):
     registry = comfy_nodes()
-    import execution
     import folder_paths
 
     models = tmp_path / "diffusion_models"
@@ -144,13 +142,7 @@ def test_identity_masks_api_workflow_executes_through_comfyuis_executor(tmp_path
     registry.NODE_CLASS_MAPPINGS.update({**added, **registered})
     try:
         prompt = make_test_variant(json.loads(API_FILE.read_text()), tiny.name)
-        prompt_id = str(uuid.uuid4())
-        valid, error, good_outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
-        assert valid, (error, node_errors)
-        executor = execution.PromptExecutor(FakeServer())
-        executor.execute(prompt, prompt_id, {}, good_outputs)
-        failures = [d for e, d in executor.status_messages if e == "execution_error"]
-        assert executor.success and not failures, failures
+        execute_prompt(prompt)
         videos = list(outputs.rglob("AnyCrowd_identity_masks*.mp4"))
         assert len(videos) == 1
         assert tuple(read_video(videos[0]).shape[:3]) == (T, H, W)

@@ -330,12 +330,11 @@ def test_long_video_api_prompt_executes_through_comfyuis_executor(tmp_path, pack
     import av
 
     from anycrowd_core.video_io import read_video, write_mp4, write_png
-    from comfy_host import FakeServer, tiny_vace_state_dict_file
+    from comfy_host import execute_prompt, tiny_vace_state_dict_file
     from test_node_pose import people_video, write_models
     from test_nodes_host import TestTextEncode, TestVAELoader, get_comfy_nodes
 
     comfy_nodes = get_comfy_nodes()
-    import execution
     import folder_paths
 
     frames, fps = 11, 12
@@ -374,13 +373,7 @@ def test_long_video_api_prompt_executes_through_comfyuis_executor(tmp_path, pack
     registered = {k: v for k, v in pack.NODE_CLASS_MAPPINGS.items() if k not in comfy_nodes.NODE_CLASS_MAPPINGS}
     comfy_nodes.NODE_CLASS_MAPPINGS.update({**added, **registered})
     try:
-        prompt_id = str(uuid.uuid4())
-        valid, error, good_outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
-        assert valid, (error, node_errors)
-        executor = execution.PromptExecutor(FakeServer())
-        executor.execute(prompt, prompt_id, {}, good_outputs)
-        failures = [d for e, d in executor.status_messages if e == "execution_error"]
-        assert executor.success and not failures, failures
+        execute_prompt(prompt)
         videos = list(outputs.rglob("AnyCrowd_long*.mp4"))
         assert len(videos) == 1
         assert tuple(read_video(videos[0]).shape[:3]) == (frames, H, W)  # every driving frame, once

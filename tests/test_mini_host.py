@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import pytest
 import torch
 
 from anycrowd_core.mini import MINI_CONFIG, MINI_SAMPLING, load_mini
 from anycrowd_core.mini.model import BASE_FILE, GATES_FILE, LORA_FILE, WEIGHTS_DIR
-from comfy_host import FakeServer, import_comfy, load_pack_with_comfy, requires_comfyui
+from comfy_host import execute_prompt, import_comfy, load_pack_with_comfy, requires_comfyui
 from mini_weights import write_random_mini_weights
 from pack import REPO
 
@@ -133,7 +132,6 @@ def test_the_vae_works_in_comfyuis_vae_nodes(loaded, loader_mod, comfy_nodes):
 
 
 def test_cpu_workflow_runs_unchanged_through_comfyuis_executor(tmp_path, pack, comfy_nodes, random_weights, use_weights):
-    import execution
     import folder_paths
 
     from anycrowd_core.example_inputs import write_example_inputs
@@ -150,13 +148,7 @@ def test_cpu_workflow_runs_unchanged_through_comfyuis_executor(tmp_path, pack, c
     comfy_nodes.NODE_CLASS_MAPPINGS.update(registered)
     try:
         prompt = json.loads(API_FILE.read_text())
-        prompt_id = str(uuid.uuid4())
-        valid, error, good_outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
-        assert valid, (error, node_errors)
-        executor = execution.PromptExecutor(FakeServer())
-        executor.execute(prompt, prompt_id, {}, good_outputs)
-        failures = [d for e, d in executor.status_messages if e == "execution_error"]
-        assert executor.success and not failures, failures
+        execute_prompt(prompt)
         videos = list(outputs.rglob("AnyCrowd_mini*.mp4"))
         assert len(videos) == 1 and videos[0].stat().st_size > 0
         assert tuple(read_video(videos[0]).shape) == (9, 128, 192, 3)
