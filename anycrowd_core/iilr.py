@@ -35,6 +35,7 @@ __all__ = [
     "encode_references",
     "vace_mask_channels",
     "comfy_vace_inputs",
+    "raw_vace_streams",
     "encode_control_stream",
     "latent_frames",
     "pixel_frames",
@@ -152,6 +153,18 @@ def _as_float_tensor(x, name: str) -> Tensor:
     return x.detach().float().cpu()
 
 
+def _control_frames(control_video, name: str) -> Tensor:
+    """A control video as float `[T, H, W, 3]` on the CPU, T = 4n+1, H and W multiples of 16."""
+    video = _as_float_tensor(control_video, name)
+    if video.ndim != 4 or video.shape[-1] < 3:
+        raise AnyCrowdError(f"The control video must be [T, H, W, 3]; got shape {tuple(video.shape)}.")
+    video = video[..., :3]
+    t, height, width = (int(s) for s in video.shape[:3])
+    check_frame_count(t, "control video")
+    check_frame_size(height, width, what="control video")
+    return video
+
+
 def encode_iilr(
     codec: VideoCodec,
     decoupled: DecoupledInstances,
@@ -168,15 +181,8 @@ def encode_iilr(
     regenerate; None = all ones, as in ComfyUI). Follows WanVaceToVideo: inactive =
     (v-0.5)(1-m)+0.5 and reactive = (v-0.5)m+0.5 are encoded separately.
     """
-    video = _as_float_tensor(control_video, "control_video")
-    if video.ndim != 4 or video.shape[-1] < 3:
-        raise AnyCrowdError(
-            f"The control video must be [T, H, W, 3]; got shape {tuple(video.shape)}."
-        )
-    video = video[..., :3]
+    video = _control_frames(control_video, "control_video")
     t, height, width = (int(s) for s in video.shape[:3])
-    check_frame_count(t, "control video")
-    check_frame_size(height, width, what="control video")
     ref_h, ref_w = decoupled.size
     if (ref_h, ref_w) != (height, width):
         raise AnyCrowdError(
@@ -189,33 +195,13 @@ def encode_iilr(
     if strength < 0:
         raise AnyCrowdError(f"VACE strength must be >= 0, got {strength}.")
 
-    if control_mask is None:
-        mask = torch.ones((t, height, width))
-    else:
-        mask = _as_float_tensor(control_mask, "control_mask")
-        if mask.ndim == 4 and mask.shape[-1] == 1:
-            mask = mask[..., 0]
-        if tuple(mask.shape) != (t, height, width):
-            raise AnyCrowdError(
-                f"The control mask has shape {tuple(mask.shape)}; it must be [T, H, W] = "
-                f"[{t}, {height}, {width}] to match the control video."
-            )
-
-    t_lat = latent_frames(t)
-    h, w = height // SPATIAL_FACTOR, width // SPATIAL_FACTOR
-    centred = video - 0.5
-    m3 = mask[..., None]
-    inactive = _encode_checked(codec, centred * (1 - m3) + 0.5, t_lat, h, w, "control video (inactive part)")
-    reactive = _encode_checked(codec, centred * m3 + 0.5, t_lat, h, w, "control video (reactive part)")
-
-    refs_raw = encode_references(codec, decoupled, background=background)
-    refs = process_in(refs_raw)
-    r = refs.shape[1]
-    ref_block = torch.cat([refs, torch.zeros_like(refs)], dim=0)  # [32, R, h, w]
-    control_block = torch.cat([process_in(inactive), process_in(reactive)], dim=0)  # [32, T_lat, h, w]
-    mask64 = vace_mask_channels(mask, t_lat)
-    mask64 = torch.cat([torch.zeros((MASK_CHANNELS, r, h, w), dtype=mask64.dtype), mask64], dim=1)
-    context = torch.cat([torch.cat([ref_block, control_block], dim=1), mask64], dim=0)
+    # The control part is the one of any VACE stream; the reference slots in front of it get
+    # the IILR latents (their reactive half and mask stay zero, as in WanVaceToVideo).
+    r = decoupled.num_identities + (1 if background else 0)
+    context = encode_control_stream(codec, video, control_mask, num_ref_frames=r)
+    refs = process_in(encode_references(codec, decoupled, background=background))
+    context[:LATENT_CHANNELS, :r] = refs
+    t_lat, h, w = context.shape[1] - r, context.shape[2], context.shape[3]
 
     return IILRConditioning(
         reference_latents=refs,
@@ -231,14 +217,22 @@ def encode_iilr(
     )
 
 
+def raw_vace_streams(context: Tensor) -> tuple[Tensor, Tensor]:
+    """A model-space VACE context `[96, L, h, w]` as ComfyUI's conditioning carries it:
+    (`vace_frames` `[1, 32, L, h, w]` RAW latent space, `vace_mask` `[1, 64, L, h, w]`);
+    `WAN21_Vace.extra_conds` maps them back exactly (process_in per 16 channels)."""
+    frames = torch.cat([process_out(context[:LATENT_CHANNELS]),
+                        process_out(context[LATENT_CHANNELS : 2 * LATENT_CHANNELS])], dim=0)
+    return frames[None], context[2 * LATENT_CHANNELS :][None]
+
+
 def comfy_vace_inputs(cond: IILRConditioning) -> ComfyVaceInputs:
     """Convert to what ComfyUI's conditioning carries (`vace_frames` raw, `vace_mask`), so
     a node can append it like WanVaceToVideo; the model's extra_conds maps it back exactly."""
-    frames = cond.vace_context[: 2 * LATENT_CHANNELS]
-    raw = torch.cat([process_out(frames[:LATENT_CHANNELS]), process_out(frames[LATENT_CHANNELS:])], dim=0)
+    frames, mask = raw_vace_streams(cond.vace_context)
     return ComfyVaceInputs(
-        vace_frames=raw[None],
-        vace_mask=cond.vace_context[2 * LATENT_CHANNELS :][None],
+        vace_frames=frames,
+        vace_mask=mask,
         vace_strength=cond.vace_strength,
         trim_latent=cond.trim,
         latent=torch.zeros((1, *cond.noise_latent_shape)),
@@ -255,13 +249,8 @@ def encode_control_stream(codec: VideoCodec, control_video, control_mask=None, *
     of its reference frame) and a zero mask, so the stream lines up with the latent that
     carries the IILR reference frames. Its strength is set where the context is used.
     """
-    video = _as_float_tensor(control_video, "control video")
-    if video.ndim != 4 or video.shape[-1] < 3:
-        raise AnyCrowdError(f"The control video must be [T, H, W, 3]; got shape {tuple(video.shape)}.")
-    video = video[..., :3]
+    video = _control_frames(control_video, "control video")
     t, height, width = (int(s) for s in video.shape[:3])
-    check_frame_count(t, "control video")
-    check_frame_size(height, width, what="control video")
     if num_ref_frames < 0:
         raise AnyCrowdError(f"num_ref_frames must be >= 0, got {num_ref_frames}.")
     mask = torch.ones((t, height, width)) if control_mask is None else _as_float_tensor(control_mask, "control mask")
@@ -269,7 +258,8 @@ def encode_control_stream(codec: VideoCodec, control_video, control_mask=None, *
         mask = mask[..., 0]
     if tuple(mask.shape) != (t, height, width):
         raise AnyCrowdError(
-            f"The control mask has shape {tuple(mask.shape)}; it must be [T, H, W] = [{t}, {height}, {width}]."
+            f"The control mask has shape {tuple(mask.shape)}; it must be [T, H, W] = "
+            f"[{t}, {height}, {width}] to match the control video."
         )
     t_lat = latent_frames(t)
     h, w = height // SPATIAL_FACTOR, width // SPATIAL_FACTOR

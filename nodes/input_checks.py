@@ -28,7 +28,10 @@ SEED_MAX = 0xFFFFFFFFFFFFFFFF  # ComfyUI's seed widgets (and torch.manual_seed) 
 # IMAGE pixels are 0..1; small overshoots (resampling, colour nodes) are tolerated, values far
 # outside mean another convention (0..255, -1..1) and would give a meaningless video.
 PIXEL_SLACK = 0.5
+# Frames (masks, poses, videos) whose aspect ratios differ by more than this are refused rather
+# than stretched or centre-cropped onto each other: they were probably made from another picture.
 ASPECT_TOLERANCE = 0.02
+MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION: the widgets' largest width/height/length
 
 
 def _is_number(value: Any) -> bool:
@@ -136,10 +139,16 @@ def mask_batch(masks: Any, name: str, *, weights: bool = False, fix: str = "") -
     return batch
 
 
+def aspects_differ(size: tuple[int, int], other: tuple[int, int]) -> bool:
+    """True if two (H, W) frames have aspect ratios further apart than ASPECT_TOLERANCE."""
+    (h, w), (oh, ow) = size, other
+    return abs((w / h) / (ow / oh) - 1) > ASPECT_TOLERANCE
+
+
 def check_same_aspect(size: tuple[int, int], other: tuple[int, int], name: str, other_name: str, fix: str) -> None:
     """Refuse two (H, W) frames of different shape (a centre crop would misalign them)."""
     (h, w), (oh, ow) = size, other
-    if min(h, w, oh, ow) <= 0 or abs((w / h) / (ow / oh) - 1) > ASPECT_TOLERANCE:
+    if min(h, w, oh, ow) <= 0 or aspects_differ(size, other):
         raise AnyCrowdError(f"{name} is {w}x{h} px but {other_name} is {ow}x{oh} px, another shape: {fix}")
 
 

@@ -5,8 +5,7 @@ optionally aligned onto the driving tracks (One-to-All "pose" mode, anycrowd_cor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,42 +17,23 @@ from anycrowd_core.boxes import boxes_from_masks
 from anycrowd_core.decoupler import DecoupledInstances, decouple_instances, preview
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.pose.align import align_identities
+from anycrowd_core.pose.binding import bind_tracks
 from anycrowd_core.pose.keypoint_format import pose_keypoint_to_sequence
 from anycrowd_core.pose.types import BODY_POINTS, NUM_KEYPOINTS, PoseTracks
 
 from .comfy_runtime import resize_frames
-from .input_checks import check_same_aspect, image_batch, mask_batch, pose_canvas, seed_value, user_text, whole_number
+from .input_checks import (
+    aspects_differ,
+    check_same_aspect,
+    image_batch,
+    mask_batch,
+    pose_canvas,
+    seed_value,
+    user_text,
+    whole_number,
+)
 from .node_types import INSTANCES, TRACKS
-
-# Masks whose aspect ratio differs from the image's by more than this are refused rather
-# than stretched: they were probably drawn on another picture.
-ASPECT_TOLERANCE = 0.02
-
-
-@dataclass
-class DecoupledReference:
-    """What an ANYCROWD_INSTANCES socket carries.
-
-    instances: the core `DecoupledInstances` (identity images `[N,H,W,3]`, background
-        `[H,W,3]`, masks bool `[N,H,W]`, boxes `[N,4]` xyxy px) at the reference size.
-    image: the reference image `[H,W,3]` float 0..1 it was built from.
-    masks: the instance masks `[N,H,W]` float 0..1 at the image size (after resizing).
-    reassign, seed, fill: the decoupler options used.
-    alignment: the `anycrowd_core.pose.align.AlignedIdentities` when the identities were aligned
-        onto driving tracks (then `instances` is on the driving video's canvas), else None.
-    """
-
-    instances: DecoupledInstances
-    image: Tensor
-    masks: Tensor
-    reassign: bool = False
-    seed: int = 0
-    fill: str = "gray"
-    alignment: Optional[Any] = None
-
-    @property
-    def num_identities(self) -> int:
-        return self.instances.num_identities
+from .reference_instances import DecoupledReference
 
 
 def fit_masks_to_image(masks: Tensor, height: int, width: int) -> Tensor:
@@ -66,7 +46,7 @@ def fit_masks_to_image(masks: Tensor, height: int, width: int) -> Tensor:
     mh, mw = int(masks.shape[1]), int(masks.shape[2])
     if (mh, mw) == (height, width):
         return masks.float()
-    if abs((mw / mh) / (width / height) - 1) > ASPECT_TOLERANCE:
+    if aspects_differ((mh, mw), (height, width)):
         raise AnyCrowdError(
             f"The masks are {mw}x{mh} (WxH) but the reference image is {width}x{height}, a different shape: "
             "make the masks on this image (or crop/resize them to its size)."
@@ -105,14 +85,12 @@ def align_to_tracks(instances: DecoupledInstances, masks: Tensor, tracks, refere
                     binding: str) -> tuple[DecoupledInstances, Any]:
     """Identities scaled and placed onto their bound tracks at the anchor frame (One-to-All
     "pose" mode), on the driving canvas; the background resized to it like the control video."""
-    from .node_iilr_encode import bind_pose_tracks  # lazy: that module imports this one
-
     if not isinstance(tracks, PoseTracks):
         raise AnyCrowdError("align_to must come from AnyCrowd Pose Extractor or AnyCrowd Pose From Keypoints.")
     n = instances.num_identities
     ref_kp = (reference_keypoints_for_masks(reference_pose, masks) if reference_pose is not None
               else torch.zeros(n, NUM_KEYPOINTS, 3))
-    bound = bind_pose_tracks(binding, tracks, n, masks)
+    bound = bind_tracks(binding, tracks, n, masks)
     aligned = align_identities(instances.identity_images, instances.masks, ref_kp, bound,
                                anchor_frame=None if int(anchor_frame) < 0 else int(anchor_frame))
     height, width = int(tracks.height), int(tracks.width)

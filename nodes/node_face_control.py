@@ -14,46 +14,30 @@ from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.face_control import FACE_MODES, face_control_video
 from anycrowd_core.iilr import encode_control_stream
 from anycrowd_core.layout import TokenLayout
-from anycrowd_core.pose.keypoint_format import pose_keypoint_to_tracks
+from anycrowd_core.pose.binding import bind_tracks, is_index_binding
 from anycrowd_core.pose.types import PoseTracks
 
-from .comfy_runtime import ComfyVAECodec, conditioning_set_values, resize_frames
-from .input_checks import conditioning, finite_number, image_batch, user_text
-from .node_iilr_encode import bind_pose_tracks, is_simple_binding
+from .comfy_runtime import ComfyVAECodec, resize_frames
+from .input_checks import conditioning, finite_number, image_batch
 from .node_types import LAYOUT, TRACKS
-from .vace_conditioning import comfy_vace_values
-
-
-def tracks_input(tracks=None, pose_keypoint=None) -> PoseTracks:
-    """TRACKS, else POSE_KEYPOINT (people keep their list position or track_id), else an error."""
-    if tracks is not None:
-        if not isinstance(tracks, PoseTracks):
-            raise AnyCrowdError(
-                f"tracks must come from AnyCrowd Pose Extractor (ANYCROWD_TRACKS), got {type(tracks).__name__}."
-            )
-        return tracks
-    if pose_keypoint is not None:
-        return user_text(lambda: pose_keypoint_to_tracks(pose_keypoint), "pose_keypoint (POSE_KEYPOINT)", pose_keypoint)
-    raise AnyCrowdError(
-        "No poses: connect tracks from AnyCrowd Pose Extractor (or a POSE_KEYPOINT from a DWPose node with "
-        "face landmarks enabled)."
-    )
+from .track_inputs import tracks_input
+from .vace_conditioning import append_vace_stream
 
 
 def bound_tracks(tracks: PoseTracks, binding: str, num_identities: int | None) -> tuple[PoseTracks, Tensor]:
     """(the tracks the binding animates, source offsets `[M', 2]` px) — the same binding
-    rules as AnyCrowd IILR Encode (`bind_pose_tracks`): empty = left to right, "0,1,2" or
+    rules as AnyCrowd IILR Encode (`bind_tracks`): empty = left to right, "0,1,2" or
     "A=0, B=1" (shifted copies "B=0@+0.3w" read their face at the source track).
     Without a layout (`num_identities` None) an empty or index-form binding keeps every
     track, and the pose syntax counts the identities it names."""
     text = (binding or "").strip()
     n = num_identities
     if n is None:
-        if not text or text.lower() == "auto" or is_simple_binding(text):
+        if not text or text.lower() == "auto" or is_index_binding(text):
             return tracks, torch.zeros(tracks.num_tracks, 2)
         letters = re.findall(r"(?:^|[,;\n])\s*([A-Za-z])\s*=", text)
         n = max((ord(c.upper()) - ord("A") + 1 for c in letters), default=1)
-    bound = bind_pose_tracks(text, tracks, n, None)
+    bound = bind_tracks(text, tracks, n, None)
     return bound.tracks, bound.offsets
 
 
@@ -134,9 +118,5 @@ class AnyCrowdFaceControl:
         height, width = layout.frame_size
         video = resize_frames(video, width, height).clamp(0, 1)
         stream = encode_control_stream(ComfyVAECodec(vae), video, num_ref_frames=layout.num_ref_frames)
-        values = comfy_vace_values(stream, strength)
-        return (
-            conditioning_set_values(positive, values, append=True),
-            conditioning_set_values(negative, values, append=True),
-            video,
-        )
+        positive, negative = append_vace_stream(positive, negative, stream, strength)
+        return (positive, negative, video)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from anycrowd_core.boxes import resize_boxes
 from anycrowd_core.codec import check_frame_size
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.long_video import STRATEGIES, LongVideoSettings
@@ -18,19 +17,19 @@ from .comfy_patch import check_gates, check_wan_vace
 from .comfy_runtime import ComfyVAECodec, apply_shift, resize_frames
 from .long_video_comfy import SamplingOptions, run_sliding_window, run_token_replace
 from .input_checks import (
-    check_identities_visible,
+    MAX_RESOLUTION,
     check_same_aspect,
     conditioning,
     finite_number,
     image_batch,
     whole_number,
 )
-from .node_decoupler import DecoupledReference
-from .node_iilr_encode import MAX_RESOLUTION, AnyCrowdIILREncode, fit_instances
 from .node_tsda_patch import AGF_CHOICES, ATTENTION_MODES
 from .guidance import GUIDANCE_INPUTS, guidance_options
 from .node_types import INSTANCES, TRACKS
 from .sampling_inputs import GATES_INPUT, sampler_options, sampling_inputs
+from .reference_instances import DecoupledReference, fit_instances, reference_input
+from .track_inputs import character_boxes
 
 
 class AnyCrowdLongVideoSampler:
@@ -105,8 +104,7 @@ class AnyCrowdLongVideoSampler:
         check_frame_size(height, width, what="requested output (width x height)")
         if strategy not in STRATEGIES:
             raise AnyCrowdError(f"strategy {strategy!r} is not available: choose one of {', '.join(STRATEGIES)}.")
-        if not isinstance(instances, DecoupledReference):
-            raise AnyCrowdError("instances must come from AnyCrowd Instance Decoupler.")
+        instances = reference_input(instances)
         if not isinstance(control_video, Tensor) or control_video.ndim != 4:
             raise AnyCrowdError("control_video must be an IMAGE batch [frames, H, W, 3] (the whole pose video).")
         control_video = image_batch(control_video, "control_video", fix="Connect the full-length pose video.")
@@ -148,17 +146,10 @@ def resolve_inputs(instances: DecoupledReference, control_video: Tensor, width: 
     src = (int(control_video.shape[1]), int(control_video.shape[2]))
     video = control_video[..., :3].float().cpu()
     # the same binding rules and checks as AnyCrowd IILR Encode, over the whole video
-    if tracks is not None:
-        track_boxes, ids, redrawn = AnyCrowdIILREncode.pose_track_boxes(
-            tracks, boxes, None, binding, instances, frames, src, (height, width))
-        if redrawn is not None:  # the binding left tracks out or shifted copies: draw what is animated
-            video = redrawn
-    else:
-        parsed = AnyCrowdIILREncode.text_or_mask_boxes(boxes, None, frames, src)
-        track_boxes, ids = AnyCrowdIILREncode.bind_box_tracks(binding, parsed, src, instances.num_identities)
-        track_boxes = resize_boxes(track_boxes, src, (height, width))
-    where = "track" if tracks is not None else "boxes line"
-    check_identities_visible(track_boxes, ids, instances.num_identities, (height, width), where, "Long Video Sampler")
+    track_boxes, ids, redrawn = character_boxes(instances, boxes, binding, frames, src, (height, width),
+                                                "Long Video Sampler", tracks=tracks)
+    if redrawn is not None:  # the binding left tracks out or shifted copies: draw what is animated
+        video = redrawn
     face = None
     if face_video is not None:
         if not isinstance(face_video, Tensor) or face_video.ndim != 4:

@@ -26,12 +26,19 @@ from anycrowd_core.pose.types import PoseTracks
 
 from . import pose_models
 from .comfy_runtime import check_interrupted, progress_bar
-from .input_checks import check_same_aspect, finite_number, image_batch, pose_canvas, user_text, whole_number
+from .input_checks import (
+    aspects_differ,
+    check_same_aspect,
+    finite_number,
+    image_batch,
+    pose_canvas,
+    user_text,
+    whole_number,
+)
 from .node_types import TRACKS
 
 POSE_KEYPOINT = "POSE_KEYPOINT"  # comfyui_controlnet_aux's socket type, so its nodes connect directly
 CATEGORY = "AnyCrowd/pose"
-ASPECT_TOLERANCE = 0.02
 
 
 def _model_inputs() -> dict:
@@ -235,7 +242,7 @@ class AnyCrowdPoseFromKeypoints:
 def _scale_people(kp: np.ndarray, boxes: np.ndarray, src_hw, dst_hw, what: str):
     """Keypoints `[P, K, 3]` and boxes `[P, 4]` from an src (H, W) canvas onto dst (H, W)."""
     (sh, sw), (dh, dw) = src_hw, dst_hw
-    if abs((sw / sh) / (dw / dh) - 1) > ASPECT_TOLERANCE:
+    if aspects_differ((sh, sw), (dh, dw)):
         raise AnyCrowdError(
             f"The {what} are for a {sw}x{sh} picture but the image is {dw}x{dh} (another shape): give the poses "
             "of this image (run the pose extractor on it, or use the driving-video frame the image was taken from)."

@@ -7,7 +7,7 @@ plain Python objects defined here and in `anycrowd_core`.
 from __future__ import annotations
 
 INSTANCES = "ANYCROWD_INSTANCES"
-"""`nodes.node_decoupler.DecoupledReference`: the core `DecoupledInstances` (isolated identity
+"""`nodes.reference_instances.DecoupledReference`: the core `DecoupledInstances` (isolated identity
 images `[N,H,W,3]`, background `[H,W,3]`, masks, boxes) plus the original reference IMAGE
 `[H,W,3]` and instance MASK `[N,H,W]` it was built from (pixels, 0..1)."""
 

@@ -321,7 +321,8 @@ def test_mask_only_tracks_drive_the_decoupler_and_iilr_encode():
     pos, neg, latent, trim, layout = encode.encode(cond, cond, TestVAE(), instances, mask_video, W, H, T, 1, 1.0,
                                                    boxes="", binding=binding, tracks=tracks)
     assert trim == 3 and layout.num_identities == 2
-    boxes, identities, redrawn = encode.pose_track_boxes(tracks, "", None, binding, instances, T, (H, W), (H, W))
+    boxes, identities, redrawn = pack.nodes.track_inputs.pose_track_boxes(tracks, "", None, binding, instances, T, (H, W),
+                                                                         (H, W))
     assert identities == [0, 1] and redrawn is None  # the control video is used as connected
     assert torch.equal(torch.isnan(boxes[..., 0]), ~truth[[1, 0]].flatten(2).any(-1))
 

@@ -227,7 +227,7 @@ def test_iilr_encode_boxes_parser_failures_name_the_boxes_widget(scene, instance
     def broken(*args, **kwargs):
         raise ValueError("cannot convert float NaN to integer")
 
-    monkeypatch.setattr(nodes.node_iilr_encode, "parse_boxes", broken)
+    monkeypatch.setattr(nodes.track_inputs, "parse_boxes", broken)
     monkeypatch.setattr(nodes.node_iilr_encode, "validate_boxes_text", broken)
     raises(lambda: encode(scene, instances, boxes="0: 1,1,9,9; nan: 1,1,9,9"), "boxes could not be read", "nan: 1,1,9,9")
     message = nodes.node_iilr_encode.AnyCrowdIILREncode.VALIDATE_INPUTS(length=T, boxes="0: 1,1,9,9; nan: 1,1,9,9")

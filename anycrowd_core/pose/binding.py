@@ -465,6 +465,76 @@ def auto_binding(
     return _make_binding(tracks, [k for _, k in pairs], [t for t, _ in pairs], np.zeros((len(pairs), 2)), n)
 
 
+INDEX_FORM = re.compile(r"^[\d\s,;]*$")  # "0,1,2": one identity index per track, in track order
+
+
+def is_index_binding(text: str | None) -> bool:
+    """True for the index form "0,1,2" (and empty text), False for the syntax "A=0, B=1"."""
+    return bool(INDEX_FORM.match(text or ""))
+
+
+def parse_index_binding(text: str, num_tracks: int, num_identities: int, track_ids=None) -> list[int]:
+    """Identity index per track from the index form "0,1,2" (separators "," ";" or spaces;
+    repeats allowed). Empty text binds track i to identity i and needs equal counts.
+
+    track_ids: the ids of pose tracks (as shown in the preview), for messages that offer the
+    syntax instead; None for box tracks (one per boxes line).
+    """
+    text = (text or "").strip()
+    example = ",".join(str(i % num_identities) for i in range(num_tracks)) if num_identities > 0 else "0"
+    if not text:
+        if num_tracks != num_identities:
+            raise AnyCrowdError(
+                f"There are {num_tracks} box tracks but {num_identities} characters in the reference masks, "
+                f"and no binding: give one box track per character, or a binding with one character index "
+                f"(0..{num_identities - 1}) per track, e.g. '{example}'."
+            )
+        return list(range(num_tracks))
+    try:
+        indices = [int(p) for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
+    except ValueError:
+        raise AnyCrowdError(f"binding {text!r} is not a list of whole numbers: write e.g. '{example}'.") from None
+    if len(indices) != num_tracks:
+        if track_ids is None:
+            fix = f"box tracks: give one character index per track, e.g. '{example}'."
+        else:
+            syntax = ", ".join(f"{identity_name(i % num_identities)}={t}" for i, t in enumerate(track_ids))
+            fix = (f"tracks (ids {list(track_ids)}): give one character index per track in track order, or write "
+                   f"it as e.g. '{syntax}'. {SYNTAX_HELP}")
+        raise AnyCrowdError(f"binding {text!r} has {len(indices)} entries but there are {num_tracks} {fix}")
+    bad = [k for k in indices if not 0 <= k < num_identities]
+    if bad:
+        raise AnyCrowdError(
+            f"binding {text!r} refers to characters {bad}, but the reference has {num_identities} "
+            f"(indices 0..{num_identities - 1})" + (f": e.g. '{example}'." if track_ids is None else ".")
+        )
+    return indices
+
+
+def binding_text_problem(text: str | None) -> str | None:
+    """A message if `text` is neither the index form ("0,1,2") nor the binding syntax
+    ("A=0, B=1@+0.3w"), else None: the syntax only, for a node's early validation (tracks and
+    identity counts are checked when they exist). Empty and "auto" are fine."""
+    if not text or not text.strip() or text.strip().lower() == "auto" or is_index_binding(text):
+        return None
+    try:
+        check_binding_syntax(text)
+    except AnyCrowdError as exc:
+        return (f"binding {text!r} is not a list of character indices ('0,1,2') nor a valid pose binding "
+                f"('A=0, B=1'): {exc}")
+    return None
+
+
+def bind_tracks(text: str | None, tracks: PoseTracks, num_identities: int, reference_boxes=None) -> Binding:
+    """The binding of pose tracks as users write it in the nodes: empty / "auto" = left to right
+    (tracks by position, identities by reference box/mask centre), "0,1,2" = identity index per
+    track in track order, or the syntax (`parse_binding`)."""
+    text = (text or "").strip()
+    if text and is_index_binding(text):
+        ids = list(tracks.track_ids) or list(range(tracks.num_tracks))
+        indices = parse_index_binding(text, len(ids), num_identities, track_ids=ids)
+        text = ", ".join(f"{identity_name(k)}={t}" for k, t in zip(indices, ids))
+    return resolve_binding(text or None, tracks, num_identities, reference_boxes=reference_boxes)
 
 
 def resolve_binding(
