@@ -142,6 +142,11 @@ def _window_conditioning(conditioning: IILRConditioning, index: Tensor) -> IILRC
                    noise_latent_shape=(shape[0], len(index), *shape[2:]))
 
 
+def _check_no_face(clip) -> None:
+    if clip.face is not None:  # the core DiT takes one VACE context
+        raise AnyCrowdError("The headless long-video sampler takes no face stream: leave face out of the inputs.")
+
+
 # ----------------------------------------------------------------------------- the core DiT as a ClipSampler
 
 
@@ -175,8 +180,7 @@ class CoreClipSampler:
 
     def sample_segment(self, clip, segment, context):
         settings, cond, r = self.settings, clip.conditioning, clip.trim
-        if clip.face is not None:
-            raise AnyCrowdError("The headless long-video sampler takes no face stream: leave face out of the inputs.")
+        _check_no_face(clip)
         hook = self._hook(clip.layout)
         clean = slice(r, r + segment.context_latent_frames) if segment.context_frames else None
         denoiser = _guided(self.model, cond, hook, self.positive, self.negative, settings, clean)
@@ -203,8 +207,7 @@ class CoreClipSampler:
 
     def sample_windows(self, clip, windows, layouts, ramp):
         settings, cond, r = self.settings, clip.conditioning, clip.trim
-        if clip.face is not None:
-            raise AnyCrowdError("The headless long-video sampler takes no face stream: leave face out of the inputs.")
+        _check_no_face(clip)
         hooks = [self._hook(layout) for layout in layouts]
         step_now = [1]
 

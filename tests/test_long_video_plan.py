@@ -7,6 +7,9 @@ import torch
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.layout import build_token_layout
 from anycrowd_core.long_video import (
+    DEFAULT_OVERLAP,
+    STRATEGIES,
+    LongVideoSettings,
     Segment,
     padded_frame_count,
     plan_latent_windows,
@@ -194,3 +197,21 @@ def test_window_layouts_equal_the_whole_clip_layout_restricted_to_the_window(win
         for k in range(2):
             expected = {(f - win.start, t) for f, t in per_frame(whole, k) if win.start <= f < win.stop}
             assert per_frame(layout, k) == expected
+
+
+def test_long_video_settings_plan_with_the_strategy_default_overlap():
+    assert STRATEGIES == ("token_replace", "sliding_window")
+    for strategy in STRATEGIES:
+        settings = LongVideoSettings(strategy, segment_frames=21)
+        assert settings.overlap == DEFAULT_OVERLAP[strategy]
+    assert LongVideoSettings("token_replace", 21).plan(50) == plan_segments(50, 21, 5)
+    assert LongVideoSettings("sliding_window", 21, 8).plan(50) == plan_windows(50, 21, 8)
+    assert LongVideoSettings("token_replace", 21, 0).overlap == 0  # an explicit 0 is not the default
+
+
+def test_long_video_settings_refuse_an_unknown_strategy_and_bad_plans():
+    with pytest.raises(AnyCrowdError, match="choose one of"):
+        LongVideoSettings("context_windows")
+    with pytest.raises(AnyCrowdError, match="4n\\+1"):
+        LongVideoSettings("token_replace", 80).plan(100)
+

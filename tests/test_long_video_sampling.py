@@ -293,3 +293,22 @@ def test_cumulative_guidance_runs_in_both_long_video_strategies(model, scene, st
     assert torch.allclose(run(guidance="cumulative", pose_scale=1.0, ref_scale=1.0), plain, atol=1e-4)
     guided = run(guidance="cumulative", pose_scale=2.0, ref_scale=1.5)
     assert torch.isfinite(guided).all() and (guided - plain).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("strategy", ["token_replace", "sliding_window"])
+def test_the_core_sampler_refuses_a_face_stream_before_any_model_call(model, scene, strategy):
+    """The shared loops carry a face stream (the ComfyUI node's second VACE context); the core
+    DiT takes one VACE context, so its sampler says so instead of dropping the stream."""
+    from anycrowd_core.decoupler import decouple_instances
+    from anycrowd_core.long_video import LongVideoSettings
+    from anycrowd_core.long_video_run import LongVideoInputs, run_sliding_window, run_token_replace
+    from anycrowd_core.long_video_sampling import CoreClipSampler
+
+    spy = Spy(model)
+    inputs = LongVideoInputs(decouple_instances(scene.reference_image, scene.reference_masks), scene.pose_video,
+                             scene.track_boxes, [0, 1], face=scene.video)
+    sampler = CoreClipSampler(spy, text(0), None, SamplingSettings(steps=1, cfg=1.0), strategy)
+    run = run_token_replace if strategy == "token_replace" else run_sliding_window
+    with pytest.raises(AnyCrowdError, match="no face stream"):
+        run(sampler, TestCodec(), inputs, LongVideoSettings(strategy, 9, 5))
+    assert spy.calls == []
