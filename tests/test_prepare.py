@@ -19,10 +19,12 @@ from anycrowd_core.latent_format import process_in
 from anycrowd_core.layout import build_token_layout
 from anycrowd_core.scenes import make_scene
 from training import cache_format as cf
-from training.prepare import (
-    CropResize, PrepareSettings, TextSource, main, prepare, render_keypoints, sample_seed,
-)
+from training.crop_resize import CropResize
+from training.prepare import main, prepare
+from training.prepare_settings import PrepareSettings, sample_seed
 from training.procedural_dataset import clip_parameters, generate
+from training.prompt_embeddings import TextSource
+from training.sample_builder import render_keypoints
 
 H, W, CLIP_FRAMES, FRAMES = 64, 96, 9, 9
 TEXT = TextSource("random", dim=8, length=4)
@@ -397,7 +399,7 @@ def test_dwpose_models_render_the_control_video_when_a_sample_has_no_pose(data, 
     pytest.importorskip("onnxruntime")
     import onnx_graphs as g
 
-    from training.prepare import extract_pose_video
+    from training.sample_builder import extract_pose_video
 
     models = tmp_path / "models"
     models.mkdir()

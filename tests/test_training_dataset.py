@@ -17,8 +17,10 @@ from anycrowd_core.layout import build_token_layout
 from anycrowd_core.scenes import make_scene
 from training import cache_format as cf
 from training.dataset import CachedSamples, TrainingSample
-from training.prepare import PrepareSettings, TextSource, prepare
+from training.prepare import prepare
+from training.prepare_settings import PrepareSettings
 from training.procedural_dataset import clip_parameters, generate
+from training.prompt_embeddings import TextSource
 
 H, W, FRAMES = 64, 96, 9
 

@@ -1,11 +1,12 @@
 """`data.source: scenes` — training samples rendered in memory from `anycrowd_core.scenes`
 and encoded with the miniature's codec (no files, no cache): the data of AnyCrowd-Mini.
 
-Each sample is a procedural multi-character clip encoded exactly as `training.prepare`
-encodes a real one (Instance Decoupler, IILR, pose control, token layout with AGF soft
-labels from the track masks). `cross_driven` is the chance that a sample's identities are
-moved to random non-overlapping positions (the paper's stochastic reassignment); 0 keeps
-the reference arrangement (self-driven, how a stock base model is trained).
+Each sample is a procedural multi-character clip encoded by the same `encode_clip` that
+`training.prepare` uses for a real one (Instance Decoupler, IILR, pose control, token
+layout with AGF soft labels from the track masks). `cross_driven` is the chance that a
+sample's identities are moved to random non-overlapping positions (the paper's stochastic
+reassignment); 0 keeps the reference arrangement (self-driven, how a stock base model is
+trained).
 Item i is always the same sample; scene seeds stay below the evaluation seed range.
 """
 
@@ -17,16 +18,13 @@ from functools import lru_cache
 import numpy as np
 from torch.utils.data import Dataset
 
-from anycrowd_core.decoupler import decouple_instances
 from anycrowd_core.errors import AnyCrowdError
-from anycrowd_core.iilr import encode_iilr
-from anycrowd_core.latent_format import process_in
-from anycrowd_core.layout import build_token_layout
 from anycrowd_core.mini.codec import MiniCodec
 from anycrowd_core.mini.seeds import TRAIN_SEED_BASE, TRAIN_SEED_LIMIT
 from anycrowd_core.mini.text import mini_text_embedding
 from anycrowd_core.scenes import make_scene
 
+from .clip_encoding import ClipTensors, encode_clip
 from .dataset import TrainingSample
 
 
@@ -68,16 +66,14 @@ def encode_scene_sample(spec: SceneSpec, text_dim: int, codec=None) -> TrainingS
     codec = codec or MiniCodec()
     scene = make_scene(num_characters=spec.characters, num_frames=spec.frames, height=spec.height, width=spec.width,
                        seed=spec.seed, scenario=spec.scenario)
-    decoupled = decouple_instances(scene.reference_image, scene.reference_masks, reassign=spec.cross_driven,
-                                   seed=spec.seed)
-    cond = encode_iilr(codec, decoupled, scene.pose_video, background=True)
-    latents = process_in(codec.encode(scene.video))
-    layout = build_token_layout(decoupled.masks, scene.track_boxes, list(range(spec.characters)), background=True,
-                                track_masks=scene.track_masks)
+    clip = ClipTensors(reference_image=scene.reference_image, reference_masks=scene.reference_masks,
+                       video=scene.video, pose_video=scene.pose_video, track_boxes=scene.track_boxes,
+                       track_masks=scene.track_masks)
+    enc = encode_clip(codec, clip, reassign=spec.cross_driven, seed=spec.seed, background=True)
     meta = {"scene": spec.__dict__, "codec_id": codec.name}
-    return TrainingSample(latents=latents, vace_context=cond.vace_context, layout=layout,
-                          text_embedding=mini_text_embedding(text_dim), trim=cond.trim,
-                          vace_strength=cond.vace_strength, meta=meta)
+    return TrainingSample(latents=enc.latents, vace_context=enc.conditioning.vace_context, layout=enc.layout,
+                          text_embedding=mini_text_embedding(text_dim), trim=enc.conditioning.trim,
+                          vace_strength=enc.conditioning.vace_strength, meta=meta)
 
 
 class SceneSamples(Dataset):
