@@ -1,7 +1,9 @@
-"""A ComfyUI VAE (the `comfy.sd.VAE` API our nodes and ComfyUI's VAE nodes call) around an
-anycrowd_core `VideoCodec`: what AnyCrowd Mini Loader outputs for AnyCrowd-Mini's `MiniCodec`.
+"""The two adapters between a ComfyUI VAE and an anycrowd_core `VideoCodec`, one per direction:
+`ComfyVAECodec` lets the core encode/decode with the VAE a user connects (IILR Encode, Face
+Control, Long Video Sampler); `CodecVAE` is a ComfyUI VAE (the `comfy.sd.VAE` API our nodes and
+ComfyUI's VAE nodes call) around a core codec: what AnyCrowd Mini Loader outputs for `MiniCodec`.
 
-Mirrors ComfyUI's Wan 2.1 VAE where callers can see it: pixels `[T,H,W,C]` 0..1 in, raw
+`CodecVAE` mirrors ComfyUI's Wan 2.1 VAE where callers can see it: pixels `[T,H,W,C]` 0..1 in, raw
 (not mean/std normalised) latents `[B,16,T',H/8,W/8]` out, 8x space and 4x causal time
 (`downscale_ratio` / `upscale_ratio` as Wan's), H and W centre-cropped to multiples of 8 and
 trailing frames beyond 4n+1 dropped, as the Wan VAE does. No ComfyUI import is needed.
@@ -11,12 +13,52 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from anycrowd_core.codec import LATENT_CHANNELS, SPATIAL_FACTOR, TEMPORAL_FACTOR, VideoCodec
 from anycrowd_core.errors import AnyCrowdError
+
+from .comfy_runtime import check_interrupted
+
+
+class ComfyVAECodec:
+    """anycrowd_core VideoCodec over a ComfyUI VAE (docs/iilr.md, "Codec interface").
+
+    encode(frames `[T,H,W,3]` 0..1) -> raw latent `[16, T', h, w]` via `vae.encode`, which
+    takes `[T,H,W,C]` and returns `[1,16,T',h,w]`; decode the inverse via `vae.decode`.
+    Checks for Cancel before each VAE call (IILR makes N+3 of them).
+    """
+
+    latent_channels = 16
+    spatial_factor = 8
+    temporal_factor = 4
+
+    def __init__(self, vae: Any):
+        for name in ("encode", "decode"):
+            if not callable(getattr(vae, name, None)):
+                raise AnyCrowdError(
+                    f"The vae input has no {name}() method ({type(vae).__name__}): connect a VAE "
+                    "(Load VAE with wan_2.1_vae.safetensors)."
+                )
+        self.vae = vae
+
+    def encode(self, frames: Tensor) -> Tensor:
+        check_interrupted()
+        z = self.vae.encode(frames[..., :3])
+        if z.ndim != 5 or z.shape[0] != 1:
+            raise AnyCrowdError(
+                f"The VAE returned a latent of shape {tuple(z.shape)}; a Wan 2.1 video VAE returns "
+                "[1, 16, frames, h, w]. Load wan_2.1_vae.safetensors with Load VAE."
+            )
+        return z[0].float().cpu()
+
+    def decode(self, latent: Tensor) -> Tensor:
+        check_interrupted()
+        frames = self.vae.decode(latent[None])
+        return frames.reshape(-1, *frames.shape[-3:]).float().cpu()
 
 
 def _intermediate_device() -> torch.device:

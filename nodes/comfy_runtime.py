@@ -126,43 +126,6 @@ def resize_masks(masks: Tensor, width: int, height: int, mode: str = "bilinear")
     return resize_frames(masks[..., None].float(), width, height, mode)[..., 0]
 
 
-class ComfyVAECodec:
-    """anycrowd_core VideoCodec over a ComfyUI VAE (docs/iilr.md, "Codec interface").
-
-    encode(frames `[T,H,W,3]` 0..1) -> raw latent `[16, T', h, w]` via `vae.encode`, which
-    takes `[T,H,W,C]` and returns `[1,16,T',h,w]`; decode the inverse via `vae.decode`.
-    Checks for Cancel before each VAE call (IILR makes N+3 of them).
-    """
-
-    latent_channels = 16
-    spatial_factor = 8
-    temporal_factor = 4
-
-    def __init__(self, vae: Any):
-        for name in ("encode", "decode"):
-            if not callable(getattr(vae, name, None)):
-                raise AnyCrowdError(
-                    f"The vae input has no {name}() method ({type(vae).__name__}): connect a VAE "
-                    "(Load VAE with wan_2.1_vae.safetensors)."
-                )
-        self.vae = vae
-
-    def encode(self, frames: Tensor) -> Tensor:
-        check_interrupted()
-        z = self.vae.encode(frames[..., :3])
-        if z.ndim != 5 or z.shape[0] != 1:
-            raise AnyCrowdError(
-                f"The VAE returned a latent of shape {tuple(z.shape)}; a Wan 2.1 video VAE returns "
-                "[1, 16, frames, h, w]. Load wan_2.1_vae.safetensors with Load VAE."
-            )
-        return z[0].float().cpu()
-
-    def decode(self, latent: Tensor) -> Tensor:
-        check_interrupted()
-        frames = self.vae.decode(latent[None])
-        return frames.reshape(-1, *frames.shape[-3:]).float().cpu()
-
-
 def is_wan_vace(model: Any) -> bool:
     """True if a MODEL (ModelPatcher) wraps ComfyUI's WAN21_Vace model."""
     inner = getattr(model, "model", None)

@@ -17,7 +17,8 @@ from anycrowd_core.layout import TokenLayout
 from anycrowd_core.pose.binding import bind_tracks, is_index_binding
 from anycrowd_core.pose.types import PoseTracks
 
-from .comfy_runtime import ComfyVAECodec, resize_frames
+from .codec_vae import ComfyVAECodec
+from .comfy_runtime import resize_frames
 from .input_checks import conditioning, finite_number, image_batch
 from .node_types import LAYOUT, TRACKS
 from .track_inputs import tracks_input

@@ -14,7 +14,8 @@ from anycrowd_core.iilr import encode_iilr
 from anycrowd_core.layout import build_token_layout
 from anycrowd_core.pose.binding import binding_text_problem
 
-from .comfy_runtime import ComfyVAECodec, empty_latent, resize_frames, resize_masks
+from .codec_vae import ComfyVAECodec
+from .comfy_runtime import empty_latent, resize_frames, resize_masks
 from .input_checks import MAX_RESOLUTION, conditioning, finite_number, mask_batch, user_text, whole_number
 from .node_types import INSTANCES, LAYOUT, TRACKS
 from .reference_instances import fit_instances, reference_input

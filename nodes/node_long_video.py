@@ -14,7 +14,8 @@ from anycrowd_core.long_video import STRATEGIES, LongVideoSettings
 from anycrowd_core.long_video_run import LongVideoInputs
 
 from .comfy_patch import check_gates, check_wan_vace
-from .comfy_runtime import ComfyVAECodec, apply_shift, resize_frames
+from .codec_vae import ComfyVAECodec
+from .comfy_runtime import apply_shift, resize_frames
 from .long_video_comfy import SamplingOptions, run_sliding_window, run_token_replace
 from .input_checks import (
     MAX_RESOLUTION,

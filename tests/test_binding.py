@@ -6,7 +6,17 @@ import torch
 
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.layout import build_token_layout
-from anycrowd_core.pose.binding import auto_binding, box_iou, parse_binding, resolve_binding, suggest_bindings
+from anycrowd_core.pose.binding import (
+    auto_binding,
+    bind_tracks,
+    binding_text_problem,
+    box_iou,
+    is_index_binding,
+    parse_binding,
+    parse_index_binding,
+    resolve_binding,
+    suggest_bindings,
+)
 from anycrowd_core.pose.types import NUM_KEYPOINTS, PoseTracks
 from anycrowd_core.scenes import make_scene
 
@@ -197,3 +207,35 @@ def test_box_iou():
     b = np.array([[5, 0, 15, 10], [0, 0, 10, 10]])
     iou = box_iou(a, b)
     assert iou[0].tolist() == [pytest.approx(1 / 3), 1.0] and iou[1].tolist() == [0.0, 0.0]
+
+
+def test_index_form_gives_one_identity_per_track_in_track_order():
+    assert is_index_binding("0, 1;2") and is_index_binding("") and not is_index_binding("A=0")
+    assert parse_index_binding("1,0 1", 3, 2) == [1, 0, 1]
+    assert parse_index_binding("", 2, 2) == [0, 1]  # empty: track i -> identity i
+    with pytest.raises(AnyCrowdError, match="3 box tracks but 2 characters"):
+        parse_index_binding("", 3, 2)
+    with pytest.raises(AnyCrowdError, match="has 1 entries but there are 2 box tracks"):
+        parse_index_binding("0", 2, 2)
+    with pytest.raises(AnyCrowdError, match=r"refers to characters \[5\]"):
+        parse_index_binding("0,5", 2, 2)
+    with pytest.raises(AnyCrowdError, match=r"there are 2 tracks \(ids \[4, 7\]\).*'A=4, B=7'"):
+        parse_index_binding("0", 2, 2, track_ids=[4, 7])
+
+
+def test_bind_tracks_reads_the_index_form_as_the_same_binding_in_the_syntax(scene):
+    tracks = scene_tracks(scene, ids=[4, 7, 9])
+    by_index = bind_tracks("2,0,1", tracks, 3)
+    by_syntax = parse_binding("C=4, A=7, B=9", tracks, 3)
+    assert by_index.identities == by_syntax.identities == [2, 0, 1]
+    assert by_index.sources == by_syntax.sources and by_index.to_string() == by_syntax.to_string()
+    assert bind_tracks("", tracks, 3, scene.reference_masks).identities == \
+        auto_binding(tracks, 3, scene.reference_masks).identities
+
+
+def test_binding_text_problem_checks_the_syntax_only():
+    for fine in ("", "  ", "auto", "0,1,0", "A=0, B=1@+0.3w", "Z=99"):
+        assert binding_text_problem(fine) is None
+    problem = binding_text_problem("A=0, B")
+    assert problem is not None and "not a list of character indices" in problem and "expected '='" in problem
+

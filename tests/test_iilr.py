@@ -6,7 +6,14 @@ import torch
 from anycrowd_core.codec import TestCodec
 from anycrowd_core.decoupler import DecoupledInstances, decouple_instances
 from anycrowd_core.errors import AnyCrowdError
-from anycrowd_core.iilr import comfy_vace_inputs, encode_iilr, latent_frames, vace_mask_channels
+from anycrowd_core.iilr import (
+    comfy_vace_inputs,
+    encode_control_stream,
+    encode_iilr,
+    latent_frames,
+    raw_vace_streams,
+    vace_mask_channels,
+)
 from anycrowd_core.latent_format import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, process_in, process_out
 from anycrowd_core.scenes import make_scene
 
@@ -152,3 +159,22 @@ def test_geometry_errors_name_the_fix(scene, decoupled):
         encode_iilr(codec, decoupled, odd)
     with pytest.raises(AnyCrowdError, match=r"control mask"):
         encode_iilr(codec, decoupled, scene.pose_video, torch.ones(5, 64, 96))
+
+
+def test_iilr_is_the_control_stream_with_the_references_in_its_reference_slots(scene, decoupled):
+    mask = torch.rand(scene.num_frames, 64, 96, generator=torch.Generator().manual_seed(0))
+    cond = encode_iilr(TestCodec(), decoupled, scene.pose_video, mask)
+    stream = encode_control_stream(TestCodec(), scene.pose_video, mask, num_ref_frames=cond.trim)
+    r = cond.trim
+    assert torch.equal(cond.vace_context[:, r:], stream[:, r:])  # the control part, bit for bit
+    assert torch.equal(cond.vace_context[:16, :r], cond.reference_latents)
+    assert torch.equal(cond.vace_context[16:, :r], stream[16:, :r]) and not stream[16:, :r].any()
+
+
+def test_raw_vace_streams_is_the_conversion_comfy_vace_inputs_makes(scene, decoupled):
+    cond = encode_iilr(TestCodec(), decoupled, scene.pose_video, strength=0.5)
+    frames, mask = raw_vace_streams(cond.vace_context)
+    c = comfy_vace_inputs(cond)
+    assert torch.equal(frames, c.vace_frames) and torch.equal(mask, c.vace_mask)
+    assert frames.shape == (1, 32, *cond.vace_context.shape[1:]) and mask.shape == (1, 64, *cond.vace_context.shape[1:])
+

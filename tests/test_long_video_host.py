@@ -141,7 +141,7 @@ def test_token_replace_keeps_the_context_latents_fixed_at_every_step(pack, model
     def on_step(segment, step, x0, x):
         seen.setdefault(segment, []).append(x0.clone())
 
-    out = lvc.run_token_replace(model, pack.nodes.comfy_runtime.ComfyVAECodec(vae), inputs, text_cond(1),
+    out = lvc.run_token_replace(model, pack.nodes.codec_vae.ComfyVAECodec(vae), inputs, text_cond(1),
                                 text_cond(2), options, segment_frames=SEG, overlap_frames=OVERLAP, on_step=on_step)
     assert out.shape == (13, H, W, 3) and sorted(seen) == [0, 1]
     r = 3  # 2 characters + background

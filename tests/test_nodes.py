@@ -393,10 +393,10 @@ def test_resize_frames_center_crops_then_resizes():
 
 
 def test_vae_codec_adapter_maps_comfy_shapes():
-    codec = nodes.comfy_runtime.ComfyVAECodec(TestVAE())
+    codec = nodes.codec_vae.ComfyVAECodec(TestVAE())
     frames = torch.rand(5, 16, 16, 3)
     z = codec.encode(frames)
     assert z.shape == (16, 2, 2, 2)
     assert codec.decode(z).shape == (5, 16, 16, 3)
     with pytest.raises(AnyCrowdError, match="connect a VAE"):
-        nodes.comfy_runtime.ComfyVAECodec(object())
+        nodes.codec_vae.ComfyVAECodec(object())

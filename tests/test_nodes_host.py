@@ -131,7 +131,7 @@ def test_vae_adapter_with_comfyuis_real_wan21_vae_class(pack):
     sd = {k: torch.ones_like(v) if "gamma" in k else torch.randn(v.shape, generator=gen) * 0.02 if v.ndim > 1
           else torch.zeros_like(v) for k, v in net.state_dict().items()}
     vae = comfy.sd.VAE(sd=sd)
-    codec = pack.nodes.comfy_runtime.ComfyVAECodec(vae)
+    codec = pack.nodes.codec_vae.ComfyVAECodec(vae)
     with torch.no_grad():
         z = codec.encode(torch.rand(5, 16, 16, 3))
         frames = codec.decode(z)
