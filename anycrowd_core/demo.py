@@ -64,7 +64,14 @@ def _scene(args: argparse.Namespace):
         return make_scene(num_characters=args.characters, num_frames=args.frames, height=args.height,
                           width=args.width, seed=args.seed, scenario=args.scenario)
     except AnyCrowdError as e:  # e.g. too many characters for the width
-        raise AnyCrowdError(f"{e} (--characters {args.characters}, --width {args.width})") from None
+        raise AnyCrowdError(f"--characters {args.characters} with --width {args.width}: {e} "
+                            "Give a larger --width or fewer --characters.") from None
+
+
+def _preview_columns(num_characters: int) -> int:
+    """Columns of the demo's preview sheet: six frames per video, and at least one column per
+    identity plus the background, so the "each identity alone" row omits nobody."""
+    return max(6, num_characters + 1)
 
 
 def _binding(args: argparse.Namespace, count: int) -> list[int]:
@@ -119,7 +126,7 @@ def run_mini_demo(args: argparse.Namespace) -> dict:
         labels=["reference", f"IILR: each identity alone ({args.reference} arrangement), then the background",
                 "driving pose (same colours for everyone)", "ground truth for this binding"]
         + [f"{m}: binding accuracy {results[m]['binding_accuracy']:.2f}" for m in COMPARED_MODES],
-        num_columns=6,
+        num_columns=_preview_columns(scene.num_characters),
     )
     write_png(sheet, out / "preview.png")
     return {
@@ -173,7 +180,7 @@ def run_random_demo(args: argparse.Namespace) -> dict:
          scene.pose_video, result.frames],
         labels=["reference", "IILR: each identity alone, then the background", "driving pose (control)",
                 "output (random model)"],
-        num_columns=6,
+        num_columns=_preview_columns(scene.num_characters),
     )
     write_png(sheet, out / "preview.png")
     info = dict(result.info)
@@ -205,28 +212,40 @@ def run_demo(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m anycrowd_core.demo", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", required=True, help="folder for the videos, preview.png and summary.json")
+    p = argparse.ArgumentParser(prog="python -m anycrowd_core.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="folder for the videos, preview.png and summary.json (required)")
     p.add_argument("--model", default="mini", choices=["mini", "random"],
-                   help="mini: the trained AnyCrowd-Mini, four modes compared; random: a random model (noise-like)")
-    p.add_argument("--characters", type=int, default=3, help="number of characters in the scene")
-    p.add_argument("--frames", type=int, default=9, help="pixel frames, 4n+1 (the miniature is trained on 9)")
-    p.add_argument("--height", type=int, default=128, help="multiple of 16")
-    p.add_argument("--width", type=int, default=192, help="multiple of 16")
-    p.add_argument("--scenario", default="swap", choices=list(SCENARIOS), help="procedural scene")
+                   help="mini: the trained AnyCrowd-Mini, four modes compared; random: a random model "
+                        "(noise-like, a plumbing check) (default: %(default)s)")
+    p.add_argument("--characters", type=int, default=3,
+                   help="number of characters in the scene (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=9,
+                   help="pixel frames, 4n+1; the miniature is trained on 9 (default: %(default)s)")
+    p.add_argument("--height", type=int, default=128, help="frame height, a multiple of 16 (default: %(default)s)")
+    p.add_argument("--width", type=int, default=192, help="frame width, a multiple of 16 (default: %(default)s)")
+    p.add_argument("--scenario", default="swap", choices=list(SCENARIOS),
+                   help="procedural scene the characters act out (default: %(default)s)")
     p.add_argument("--reference", default="cross", choices=["cross", "self"],
-                   help="mini: identities at random positions in the reference (cross) or in the scene's own arrangement")
-    p.add_argument("--binding", default="", help="identity per track, e.g. 2,0,1 (default: track i <- identity i)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: 10 for mini, 6 for random)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fps", type=int, default=8)
+                   help="mini: identities at random positions in the reference (cross) or in the scene's own "
+                        "arrangement (self) (default: %(default)s)")
+    p.add_argument("--binding", default="",
+                   help="identity per track, e.g. 2,0,1 recasts track 0 with identity 2 "
+                        "(default: track i <- identity i)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (default: 10 for --model mini, 6 for --model random)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the scene, the noise and the random model, 0 .. 2**63-1 (default: %(default)s)")
+    p.add_argument("--fps", type=int, default=8, help="frame rate of the written mp4 files (default: %(default)s)")
     g = p.add_argument_group("--model random only")
-    g.add_argument("--mode", default="tsda", choices=["tsda", "masked", "global"], help="attention mode")
-    g.add_argument("--agf", default="gated", choices=["gated", "mean", "max"], help="fusion in tsda")
-    g.add_argument("--sampler", default="euler", help="euler, heun or dpmpp_2m")
-    g.add_argument("--cfg", type=float, default=3.0)
-    g.add_argument("--shift", type=float, default=5.0)
+    g.add_argument("--mode", default="tsda", choices=["tsda", "masked", "global"],
+                   help="attention mode (default: %(default)s)")
+    g.add_argument("--agf", default="gated", choices=["gated", "mean", "max"],
+                   help="fusion of overlapping identities, used by --mode tsda only (default: %(default)s)")
+    g.add_argument("--sampler", default="euler", help="euler, heun or dpmpp_2m (default: %(default)s)")
+    g.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default: %(default)s)")
+    g.add_argument("--shift", type=float, default=5.0,
+                   help="flow-matching schedule shift, positive; Wan uses 3.0-8.0 (default: %(default)s)")
     return p.parse_args(argv)
 
 
