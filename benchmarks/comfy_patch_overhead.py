@@ -1,7 +1,7 @@
 """Overhead of the AnyCrowd patch on ComfyUI's native Wan 2.1 VACE model: one denoiser call
 (cond + uncond batched, as KSampler runs it) unpatched vs patched, interleaved in one process.
 
-Run: COMFYUI_PATH=/work/comfyui /work/comfy-venv/bin/python benchmarks/comfy_patch_overhead.py [--json] [--backend NAME]
+Run: COMFYUI_PATH=$HOME/comfyui $HOME/comfy-venv/bin/python benchmarks/comfy_patch_overhead.py [--json] [--backend NAME]
 Target: mode `global` costs <= 1.05x the unpatched call; masked and tsda are reported for information,
 each two ways: groups on torch SDPA (`masked`, `tsda`) and groups through ComfyUI's attention function
 (`masked_comfy`, `tsda_comfy`: what nodes/comfy_attention.py does for backends not in SDPA_INSTEAD_OF).
