@@ -1,7 +1,7 @@
 """AnyCrowd Load Adapter node: applies a LoRA trained by `python -m training.run` to a native
 Wan 2.1 VACE MODEL through ComfyUI's own LoRA loader and returns the trained AGF gates for
-the TSDA patch / AnyCrowd Sampler. Files are read and size-checked by `training.export`; their
-recorded base (family, size, expert: `training.adapter_base`) is checked against the `expert`
+the TSDA patch / AnyCrowd Sampler. Files are read and size-checked by `anycrowd_core.adapter_files`;
+their recorded base (family, size, expert: `anycrowd_core.adapter_base`) is checked against the `expert`
 input and against the adapters already on the model, and recorded on the output MODEL.
 """
 
@@ -12,11 +12,10 @@ import os
 import sys
 from pathlib import Path
 
+from anycrowd_core.adapter_base import EXPERT_CHOICES, EXPERTS, AdapterBase, check_expert, check_same_model, files_base
+from anycrowd_core.adapter_files import GATES_FORMAT, LORA_FORMAT, AdapterFiles, load_adapter_files, read_metadata
 from anycrowd_core.errors import AnyCrowdError
 
-# relative: inside ComfyUI another pack's top-level `training` module could shadow ours
-from ..training.adapter_base import EXPERT_CHOICES, EXPERTS, AdapterBase, check_expert, check_same_model, files_base
-from ..training.export import GATES_FORMAT, LORA_FORMAT, AdapterFiles, load_adapter_files, read_metadata
 from .comfy_patch import ADAPTER_KEY, check_wan_vace
 from .comfy_runtime import apply_lora
 from .input_checks import finite_number

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from anycrowd_core.adapter_files import NonFiniteAdapter, load_adapter_files, read_metadata
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.mini import MINI_CONFIG, MINI_SAMPLING, MiniCodec, mini_text_embedding
 from anycrowd_core.mini import model as mini_model
 from anycrowd_core.wan import inspect_wan_vace
 
-# relative: inside ComfyUI another pack's top-level `training` module could shadow ours
-from ..training.export import NonFiniteAdapter, load_adapter_files, read_metadata
 from .codec_vae import CodecVAE
 from .comfy_patch import ADAPTER_KEY, check_wan_vace
 from .comfy_runtime import apply_lora, apply_shift, load_diffusion_model

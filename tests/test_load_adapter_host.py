@@ -289,7 +289,7 @@ def test_one_load_adapter_per_expert_then_the_two_expert_sampler(comfy, native_n
     expert with its LoRA and gates: exactly TSDA Patch (with that expert's gates) + a
     KSamplerAdvanced chain on the two loaded models. Swapped experts are refused."""
     import folder_paths
-    from training.adapter_base import adapter_base
+    from anycrowd_core.adapter_base import adapter_base
 
     cfg = tiny_vace_config()
     loras, gates_dir = (folder_paths.folder_names_and_paths[k][0][0] for k in ("loras", "anycrowd_gates"))

@@ -8,17 +8,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from anycrowd_core.adapter_files import load_adapter_files
 from anycrowd_core.attention import AnyCrowdAttention, GateBank
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.layout import build_token_layout
 from anycrowd_core.scenes import make_scene
 from anycrowd_core.wan import PRESETS, WanVaceModel, load_wan_vace
+from anycrowd_core.wan.lora_merge import merge_lora
 from comfy_host import requires_comfyui
 from tiny_wan import random_state_dict, tiny_config, tiny_inputs
 from training.config import LORA_TARGETS
-from training.export import (
-    base_model_name, load_adapter_files, lora_state_dict, merge_lora, save_gates, save_lora,
-)
+from training.export import base_model_name, lora_state_dict, save_gates, save_lora
 from training.lora import LoraWeights, lora_target_names
 
 
@@ -188,10 +188,10 @@ def test_comfyui_loader_maps_every_key_and_matches_our_merged_model(tmp_path):
     assert torch.allclose(got, theirs, atol=1e-4), float((got - theirs).abs().max())
 
 
-# --- the recorded base (training.adapter_base) ------------------------------------------------
+# --- the recorded base (anycrowd_core.adapter_base) ------------------------------------------------
 
 def test_files_record_their_base_family_size_expert_and_checkpoint(tmp_path):
-    from training.adapter_base import AdapterBase, adapter_base
+    from anycrowd_core.adapter_base import AdapterBase, adapter_base
 
     cfg = PRESETS["14b"]
     base = adapter_base(cfg, "wan2.2-vace-fun", "high_noise", "/models/wan2.2_fun_vace_high_noise_14B_bf16.safetensors")
@@ -213,7 +213,7 @@ def test_files_record_their_base_family_size_expert_and_checkpoint(tmp_path):
 
 
 def test_files_without_a_recorded_base_read_as_unrecorded(tmp_path):
-    from training.adapter_base import AdapterBase, files_base
+    from anycrowd_core.adapter_base import AdapterBase, files_base
 
     cfg = tiny_config()
     path = save_lora(tmp_path / "old_lora.safetensors", random_lora(fresh_model(cfg), cfg), cfg, rank=4, alpha=4.0)
@@ -223,7 +223,7 @@ def test_files_without_a_recorded_base_read_as_unrecorded(tmp_path):
 
 
 def test_a_base_that_cannot_exist_is_refused():
-    from training.adapter_base import AdapterBase
+    from anycrowd_core.adapter_base import AdapterBase
 
     with pytest.raises(AnyCrowdError, match="trained for one expert"):
         AdapterBase("wan2.2-vace-fun", "A14B", "none", "")
@@ -234,7 +234,7 @@ def test_a_base_that_cannot_exist_is_refused():
 
 
 def test_a_size_mismatch_names_the_recorded_base(tmp_path):
-    from training.adapter_base import adapter_base
+    from anycrowd_core.adapter_base import adapter_base
 
     cfg = tiny_config()
     base = adapter_base(cfg, "wan2.2-vace-fun", "low_noise", "tiny_low.safetensors")
@@ -247,7 +247,7 @@ def test_a_size_mismatch_names_the_recorded_base(tmp_path):
 
 def test_the_trainer_writes_the_base_of_its_config_into_both_files(tmp_path):
     from test_training_run import config, make_samples
-    from training.adapter_base import AdapterBase
+    from anycrowd_core.adapter_base import AdapterBase
     from training.trainer import Trainer
 
     cfg = config(tmp_path, "train.max_steps=1", "model.family=wan2.2-vace-fun", "model.expert=low_noise")

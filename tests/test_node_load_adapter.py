@@ -307,11 +307,11 @@ def test_a_rewritten_gates_file_is_read_again(fp, tmp_path):
     assert not torch.equal(second.state_dict()["dit.0.fc1.weight"], first.state_dict()["dit.0.fc1.weight"])
 
 
-# --- the recorded base: family, size, expert (training.adapter_base) ---------------------------
+# --- the recorded base: family, size, expert (anycrowd_core.adapter_base) ---------------------------
 
 def write_based(root: Path, name: str, family="wan2.2-vace-fun", expert="high_noise", gates_expert=None):
     """A tiny adapter (LoRA + gates) that records its base, as `python -m training.run` writes it."""
-    from training.adapter_base import adapter_base
+    from anycrowd_core.adapter_base import adapter_base
 
     cfg = tiny_config()
     save_lora(root / "loras" / f"{name}_lora.safetensors", tiny_lora(cfg), cfg, rank=2, alpha=2.0, extra=EXTRA,

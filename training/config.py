@@ -52,7 +52,7 @@ class ModelConfig:
     base weight trains, e.g. a miniature base from scratch; no LoRA; exports the model).
     family: wan2.1-vace | wan2.2-vace-fun; expert: none (Wan 2.1 VACE) | high_noise | low_noise
     (which Wan 2.2 VACE-Fun A14B expert `base` is). Both are written into the adapter's metadata
-    (training.adapter_base), so AnyCrowd Load Adapter can refuse it on another base: an A14B
+    (anycrowd_core.adapter_base), so AnyCrowd Load Adapter can refuse it on another base: an A14B
     expert has the 14B shapes, so its family and expert cannot be read from the file.
     """
 
@@ -493,7 +493,7 @@ def validate(cfg: RunConfig, *, check_files: bool = True) -> None:
     if not cfg.output.name.strip():
         raise AnyCrowdError("'output.name' must not be empty.")
     if check_files:
-        from .adapter_base import size_label
+        from anycrowd_core.adapter_base import size_label
 
         shapes = check_base(m)
         if m.family == "wan2.2-vace-fun" and m.base not in RANDOM_BASES and size_label(shapes) != "14B":
@@ -533,7 +533,7 @@ def _check_scene_data(sc: SceneDataConfig) -> None:
 
 
 def _check_family(m: ModelConfig) -> None:
-    from .adapter_base import EXPERTS, FAMILIES
+    from anycrowd_core.adapter_base import EXPERTS, FAMILIES
 
     _choice(m.family, tuple(FAMILIES), "model.family")
     _choice(m.expert, tuple(EXPERTS), "model.expert")

@@ -174,10 +174,27 @@ class Trainer:
     # ------------------------------------------------------------ setup
 
     def setup(self) -> None:
-        cfg = self.cfg
-        if cfg.train.deterministic:
+        """Everything `train` needs, in an order that keeps runs reproducible: the seeds are
+        set after the data is loaded and before the model is built, and a resume restores
+        state only after the optimiser and the sampler exist."""
+        self._make_deterministic()
+        self._start_accelerator()
+        self._make_output_dir()
+        self._load_data()
+        self._seed_processes()
+        self._build_optimizer(self._build_train_module())
+        self._split_samples()
+        self.step, self.epoch, self.position = 0, 0, 0
+        if self.resume:
+            self._resume(self.resume)
+        self._open_tensorboard()
+
+    def _make_deterministic(self) -> None:
+        if self.cfg.train.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
+
+    def _start_accelerator(self) -> None:
         acc = self.accelerator or self._make_accelerator()
         self.accelerator = acc
         if str(getattr(acc, "distributed_type", "")).split(".")[-1] in ("FSDP", "DEEPSPEED"):
@@ -186,20 +203,31 @@ class Trainer:
                 "launches are refused; use DDP (accelerate launch --multi_gpu), which fits Wan 2.1 VACE 14B in bf16 "
                 "with gradient checkpointing on 80 GB GPUs (docs/training.md)."
             )
-        self.out_dir = Path(cfg.output.dir)
+
+    def _make_output_dir(self) -> None:
+        self.out_dir = Path(self.cfg.output.dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
-        if acc.is_main_process:  # before any compute: a run must not fail at its first checkpoint
+        if self.accelerator.is_main_process:  # before any compute: a run must not fail at its first checkpoint
             ensure_output_dir(self.out_dir, "output.dir")
 
-        self.wan_cfg: WanVaceConfig = check_base(cfg.model)  # header checks before anything heavy
+    def _load_data(self) -> None:
+        """The base model's config (header checks before anything heavy) and the dataset,
+        checked to fit it."""
+        self.wan_cfg: WanVaceConfig = check_base(self.cfg.model)
         self.dataset = self._dataset if self._dataset is not None else self._build_dataset()
         self._check_data(self.dataset[0])
 
+    def _seed_processes(self) -> None:
         from accelerate.utils import set_seed
 
-        set_seed(cfg.train.seed)  # same LoRA init on every process
-        self.generator = torch.Generator().manual_seed(cfg.train.seed * 7919 + 104729 * acc.process_index + 1)
+        seed = self.cfg.train.seed
+        set_seed(seed)  # same LoRA init on every process
+        self.generator = torch.Generator().manual_seed(seed * 7919 + 104729 * self.accelerator.process_index + 1)
 
+    def _build_train_module(self) -> TrainModule:
+        """The base model with LoRA adapters (or every weight trainable for `model.training:
+        full`) and, for learned AGF, the gate bank."""
+        cfg = self.cfg
         wan = self._load_base()
         if cfg.model.gradient_checkpointing:
             wan.enable_gradient_checkpointing(True)
@@ -214,12 +242,17 @@ class Trainer:
         gates = None
         if self.train_gates:
             gates = GateBank(self.wan_cfg.dim, self.wan_cfg.num_layers, self.wan_cfg.vace_layers, cfg.model.gate_hidden)
-        module = TrainModule(wan, gates)
+        return TrainModule(wan, gates)
+
+    def _build_optimizer(self, module: TrainModule) -> None:
+        """AdamW over the module's trainable parameters (gates in their own group with
+        `optim.gate_lr`) and the LR schedule; the module and the optimiser are handed to
+        accelerate (`self.module`, `self.optimizer`)."""
         self.param_names = [n for n, p in module.named_parameters() if p.requires_grad]
         params = dict(module.named_parameters())
         lora_params = [params[n] for n in self.param_names if not n.startswith("gates.")]
         gate_params = [params[n] for n in self.param_names if n.startswith("gates.")]
-        o = cfg.optim
+        o = self.cfg.optim
         groups = [{"params": lora_params, "lr": o.lr}]
         if gate_params:
             groups.append({"params": gate_params, "lr": o.gate_lr or o.lr})
@@ -227,9 +260,13 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         # the scheduler is stepped by hand once per optimiser step (accelerate's wrapper would
         # step it once per process)
-        self.module, self.optimizer = acc.prepare(module, optimizer)
+        self.module, self.optimizer = self.accelerator.prepare(module, optimizer)
         self.trainable = [p for p in self.module.parameters() if p.requires_grad]
 
+    def _split_samples(self) -> None:
+        """Seeded hold-out of `data.val_samples` (within `data.max_samples`) and this
+        process's resumable share of the rest."""
+        cfg, acc = self.cfg, self.accelerator
         n = len(self.dataset)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.train.seed)).tolist()
         if cfg.data.max_samples:
@@ -246,11 +283,10 @@ class Trainer:
                 f"{len(self.train_indices)} training samples for {acc.num_processes} processes: every process needs "
                 "at least one; add data or use fewer processes."
             )
-        self.step, self.epoch, self.position = 0, 0, 0
-        if self.resume:
-            self._resume(self.resume)
+
+    def _open_tensorboard(self) -> None:
         self.writer = None
-        if cfg.train.tensorboard and acc.is_main_process:
+        if self.cfg.train.tensorboard and self.accelerator.is_main_process:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -685,7 +721,7 @@ class Trainer:
     def export(self, folder: Path) -> dict[str, Path]:
         """Write `<name>_lora.safetensors` (+ `<name>_gates.safetensors`) into `folder` (main
         process); with model.training=full the whole model as `<name>.safetensors` instead."""
-        from .adapter_base import adapter_base
+        from anycrowd_core.adapter_base import adapter_base
         from .export import save_full_model, save_gates, save_lora
 
         if not self.accelerator.is_main_process:

@@ -2,7 +2,7 @@
 (Wan 2.1 VACE or Wan 2.2 VACE-Fun), the size, the expert (Wan 2.2 VACE-Fun A14B has a
 high-noise and a low-noise expert) and the base checkpoint's file name.
 
-The size is checked against the loaded model's shapes (training.export). The family and
+The size is checked against the loaded model's shapes (adapter_files). The family and
 the expert of a 14B-shaped model cannot be read from its weights: a Wan 2.2 VACE-Fun A14B
 expert has the shapes of Wan 2.1 VACE 14B. So they are checked against what the user says
 (AnyCrowd Load Adapter's `expert` input) and against the other adapters on the same model.
@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from anycrowd_core.errors import AnyCrowdError
-from anycrowd_core.wan import PRESETS, WanVaceConfig
+from .errors import AnyCrowdError
+from .wan import PRESETS, WanVaceConfig
 
 FAMILIES = {"wan2.1-vace": "Wan 2.1 VACE", "wan2.2-vace-fun": "Wan 2.2 VACE-Fun"}
 EXPERTS = {"none": "", "high_noise": "high-noise expert", "low_noise": "low-noise expert"}
