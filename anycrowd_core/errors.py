@@ -1,4 +1,4 @@
-"""The package's one error type.
+"""The package's one error type, and the one way work stops on request.
 
 Every problem a user can fix (bad masks, wrong frame counts, a checkpoint of the wrong
 kind) is raised as `AnyCrowdError` with a message that names the problem and the fix.
@@ -8,6 +8,13 @@ ComfyUI shows the message in its error dialog; the CLIs print it without a trace
 
 class AnyCrowdError(ValueError):
     """A user-fixable problem with inputs, files or settings."""
+
+
+class SamplingCancelled(Exception):
+    """Raised when `cancel()` returns True before a model evaluation (or a pose frame).
+
+    Not an `AnyCrowdError`: stopping on request is not a user mistake.
+    """
 
 
 def require_finite(value, what: str, fix: str = "") -> None:

@@ -15,7 +15,7 @@ from torch import Tensor
 from .attention import AnyCrowdAttention, GateBank
 from .codec import VideoCodec
 from .decoupler import decouple_instances
-from .errors import AnyCrowdError
+from .errors import AnyCrowdError, SamplingCancelled
 from .iilr import IILRConditioning
 from .latent_format import process_in, process_out
 from .long_video import LongVideoSettings, latent_count
@@ -28,7 +28,7 @@ from .pipeline import (
     guidance_conditions,
     rope_positions_for,
 )
-from .sampling import SamplingCancelled, cfg_denoiser, flow_denoiser, flow_sigmas, make_noise, sample, sigma_to_timestep
+from .sampling import cfg_denoiser, flow_denoiser, flow_sigmas, make_noise, sample, sigma_to_timestep
 from .wan import WanVaceModel
 
 __all__ = ["LongVideoProgress", "LongVideoResult", "CoreClipSampler", "animate_long"]

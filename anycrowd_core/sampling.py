@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from .errors import AnyCrowdError
+from .errors import AnyCrowdError, SamplingCancelled
 
 # Wan (and ComfyUI's ModelSamplingDiscreteFlow) feed the network t = sigma * 1000 and keep a
 # table of 1000 discrete sigmas; the "simple" scheduler picks its steps from that table.
@@ -29,13 +29,6 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 """`callback(step, total, x, denoised)`: step = steps completed (1..total), x after the step."""
-
-
-class SamplingCancelled(Exception):
-    """Raised when `cancel()` returns True before a model evaluation.
-
-    Not an `AnyCrowdError`: stopping on request is not a user mistake.
-    """
 
 
 # ----------------------------------------------------------------------------- schedule

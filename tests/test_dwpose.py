@@ -18,7 +18,7 @@ from anycrowd_core.pose.onnx_sessions import (  # noqa: E402
     cached_sessions, find_model_file, get_session, release_sessions, resolve_providers,
 )
 from anycrowd_core.pose.types import NUM_KEYPOINTS, FramePoses, PoseSequence  # noqa: E402
-from anycrowd_core.sampling import SamplingCancelled  # noqa: E402
+from anycrowd_core.errors import SamplingCancelled  # noqa: E402
 
 H, W = 480, 832
 R = min(640 / H, 640 / W)  # letterbox ratio of the test frames

@@ -14,7 +14,7 @@ from anycrowd_core.long_video import plan_latent_windows, plan_segments, slice_i
 from anycrowd_core.long_video_run import decode_chunked
 from anycrowd_core.long_video_sampling import animate_long
 from anycrowd_core.pipeline import AnimationInputs, SamplingSettings, animate
-from anycrowd_core.sampling import SamplingCancelled
+from anycrowd_core.errors import SamplingCancelled
 from anycrowd_core.scenes import make_scene
 
 H, W = 64, 96

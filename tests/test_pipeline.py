@@ -9,7 +9,7 @@ from anycrowd_core.codec import TestCodec
 from anycrowd_core.demo import demo_model, main as demo_main
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.pipeline import AnimationInputs, SamplingSettings, animate
-from anycrowd_core.sampling import SamplingCancelled
+from anycrowd_core.errors import SamplingCancelled
 from anycrowd_core.scenes import make_scene
 
 

@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.errors import AnyCrowdError, SamplingCancelled
 from anycrowd_core.sampling import (
     SAMPLERS,
-    SamplingCancelled,
     cfg_denoiser,
     flow_denoiser,
     flow_sigmas,

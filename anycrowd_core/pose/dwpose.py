@@ -14,8 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import AnyCrowdError
-from ..sampling import SamplingCancelled
+from ..errors import AnyCrowdError, SamplingCancelled
 from .onnx_sessions import DETECTOR_FILES, POSE_FILES, Providers, find_model_file, get_session
 from .types import BODY_POINTS, NUM_KEYPOINTS, FramePoses, PoseSequence
 
