@@ -195,8 +195,7 @@ def _check_sigmas(sigmas: torch.Tensor) -> None:
 
 
 def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
-                 callback: Optional[Callback] = None, cancel: Optional[Callable[[], bool]] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 callback: Optional[Callback] = None, cancel: Optional[Callable[[], bool]] = None) -> torch.Tensor:
     """Euler method on the probability-flow ODE (Karras et al. 2022, Algorithm 2 without the
     Heun correction). For a flow model d = (x - x0)/sigma is the velocity, so this is the
     plain rectified-flow Euler sampler (ComfyUI "euler")."""
@@ -213,8 +212,7 @@ def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
 
 
 def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
-                callback: Optional[Callback] = None, cancel: Optional[Callable[[], bool]] = None,
-                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                callback: Optional[Callback] = None, cancel: Optional[Callable[[], bool]] = None) -> torch.Tensor:
     """Heun's 2nd-order method (Karras et al. 2022, Algorithm 1/2 with S_churn = 0); the step
     to sigma = 0 is an Euler step, where the derivative is undefined (ComfyUI "heun").
     Costs two model evaluations per step except the last."""
@@ -246,8 +244,7 @@ def _half_log_snr(sigma: float) -> float:
 
 
 def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
-                    callback: Optional[Callback] = None, cancel: Optional[Callable[[], bool]] = None,
-                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                    callback: Optional[Callback] = None, cancel: Optional[Callable[[], bool]] = None) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, Algorithm 2) for the flow path
     alpha = 1 - sigma, with lambda = log((1 - sigma)/sigma).
 
@@ -352,6 +349,4 @@ def sample(
         return latent  # denoise = 0: nothing to do
     s0 = float(sigmas[0])
     x = noise * s0 + latent * (1.0 - s0)
-    # Samplers here are deterministic; the generator is handed on for stochastic ones.
-    generator = None if seed is None else torch.Generator(device="cpu").manual_seed(int(seed) + 1)
-    return SAMPLERS[sampler](denoiser, x, sigmas, callback=callback, cancel=cancel, generator=generator)
+    return SAMPLERS[sampler](denoiser, x, sigmas, callback=callback, cancel=cancel)

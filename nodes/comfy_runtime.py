@@ -126,12 +126,6 @@ def resize_masks(masks: Tensor, width: int, height: int, mode: str = "bilinear")
     return resize_frames(masks[..., None].float(), width, height, mode)[..., 0]
 
 
-def is_wan_vace(model: Any) -> bool:
-    """True if a MODEL (ModelPatcher) wraps ComfyUI's WAN21_Vace model."""
-    inner = getattr(model, "model", None)
-    return type(inner).__name__ == "WAN21_Vace"
-
-
 def load_diffusion_model(path, what: str):
     """A MODEL from a diffusion-model file through ComfyUI's own loader, as Load Diffusion Model
     (UNETLoader) loads it (`comfy.sd.load_diffusion_model`: model detection, key prefixes,

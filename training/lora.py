@@ -99,14 +99,6 @@ def clean_module_path(name: str) -> str:
     return name
 
 
-def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The trainable adapter parameters in a fixed order (A then B of each layer)."""
-    params = []
-    for layer in lora_layers(model).values():
-        params += [layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight]
-    return params
-
-
 def lora_weights(model: nn.Module) -> dict[str, LoraWeights]:
     """Module path -> detached float32 CPU copies of the adapter (for export / checkpoints)."""
     out = {}
