@@ -321,21 +321,22 @@ def window_layout(layout: TokenLayout, video_frames: Sequence[int]) -> TokenLayo
     )
 
 
-def invisible_tracks(track_boxes: Tensor, height: int, width: int) -> list[int]:
-    """Indices of the tracks (`[M, T, 4]` xyxy px, NaN = absent) whose boxes cover no video
-    token of the `width` x `height` frame in any frame."""
+def invisible_bound_tracks(track_boxes: Tensor, binding: Sequence[int], height: int,
+                           width: int) -> list[tuple[int, int]]:
+    """(track, identity) of every bound track (`[M, T, 4]` xyxy px, NaN = absent; binding:
+    identity per track) whose boxes cover no video token of the `width` x `height` frame in
+    any frame: its identity would be bound to nothing there."""
     boxes = track_boxes.float().cpu()
     require_finite(boxes[~torch.isnan(boxes)], "track_boxes", "Boxes are xyxy pixels; mark absence with NaN rows.")
     visible = _box_token_masks(boxes, height, width).flatten(1).any(1)
-    return [i for i in range(len(visible)) if not visible[i]]
+    return [(i, int(k)) for i, k in enumerate(binding) if i < len(visible) and not visible[i]]
 
 
 def check_tracks_visible(track_boxes: Tensor, binding: Sequence[int], height: int, width: int) -> None:
     """AnyCrowdError naming every bound track whose boxes cover no video token of the
     `width` x `height` frame in any frame: its identity would be bound to nothing and never
     appear. Checked on the whole driving video (a long video's window may lack a track)."""
-    invisible = set(invisible_tracks(track_boxes, height, width))
-    lost = [(i, int(b)) for i, b in enumerate(binding) if i in invisible]
+    lost = invisible_bound_tracks(track_boxes, binding, height, width)
     if lost:
         listed = ", ".join(f"track {i} (identity {b})" for i, b in lost)
         raise AnyCrowdError(

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from anycrowd_core.errors import AnyCrowdError, require_finite
-from anycrowd_core.layout import invisible_tracks
+from anycrowd_core.layout import invisible_bound_tracks
 from anycrowd_core.pose.binding import identity_name
 
 T = TypeVar("T")
@@ -107,12 +107,8 @@ def image_batch(images: Any, name: str, fix: str = "") -> Tensor:
         )
     batch = batch[..., :3].float().cpu()
     require_finite(batch, f"{name} (pixels)", "Fix the node that produced it (a NaN/inf upstream), or load the image again.")
-    lo, hi = float(batch.min()), float(batch.max())
-    if lo < -PIXEL_SLACK or hi > 1 + PIXEL_SLACK:
-        raise AnyCrowdError(
-            f"{name} has pixel values from {lo:g} to {hi:g}, but a ComfyUI IMAGE holds 0..1 "
-            "(0..255 or -1..1 images need converting first, e.g. divide by 255)."
-        )
+    _check_unit_range(batch, f"{name} has pixel values", "IMAGE",
+                      "0..255 or -1..1 images need converting first, e.g. divide by 255")
     return batch
 
 
@@ -130,13 +126,15 @@ def mask_batch(masks: Any, name: str, *, weights: bool = False, fix: str = "") -
     batch = batch.float().cpu()
     require_finite(batch, name, "Fix the node that produced the masks (a NaN/inf upstream), or load them again.")
     if weights:
-        lo, hi = float(batch.min()), float(batch.max())
-        if lo < -PIXEL_SLACK or hi > 1 + PIXEL_SLACK:
-            raise AnyCrowdError(
-                f"{name} has values from {lo:g} to {hi:g}, but a ComfyUI MASK holds 0..1 (0..255 masks need "
-                "dividing by 255 first)."
-            )
+        _check_unit_range(batch, f"{name} has values", "MASK", "0..255 masks need dividing by 255 first")
     return batch
+
+
+def _check_unit_range(batch: Tensor, what: str, kind: str, fix: str) -> None:
+    """Refuse values outside 0..1 by more than PIXEL_SLACK: another convention (0..255, -1..1)."""
+    lo, hi = float(batch.min()), float(batch.max())
+    if lo < -PIXEL_SLACK or hi > 1 + PIXEL_SLACK:
+        raise AnyCrowdError(f"{what} from {lo:g} to {hi:g}, but a ComfyUI {kind} holds 0..1 ({fix}).")
 
 
 def aspects_differ(size: tuple[int, int], other: tuple[int, int]) -> bool:
@@ -228,16 +226,16 @@ def check_identities_visible(track_boxes: Tensor, binding: Sequence[int], num_id
     AnyCrowdError naming the track (boxes line / track) and its character. Characters bound to
     no track at all only get a warning (a reference character may be left out on purpose).
 
-    The rule is the core's (`anycrowd_core.layout.invisible_tracks`), worded for the node: track_boxes `[M, T, 4]` xyxy px in the output frame `frame_size` (H, W) after the
-    centre crop, NaN = absent; binding: character index per track; where: what a track is
-    called in this node ("boxes line", "track", "track_masks character").
+    The rule is the core's (`anycrowd_core.layout.invisible_bound_tracks`), worded for the node:
+    track_boxes `[M, T, 4]` xyxy px in the output frame `frame_size` (H, W) after the centre crop,
+    NaN = absent; binding: character index per track; where: what a track is called in this node
+    ("boxes line", "track", "track_masks character").
     """
     height, width = frame_size
     frames = int(track_boxes.shape[1]) if track_boxes.ndim == 3 else 0
-    invisible = set(invisible_tracks(track_boxes, height, width))
-    lost = [(i, int(k)) for i, k in enumerate(binding) if i in invisible]
-    if lost:
-        listed = "; ".join(f"{where} {i} (character {identity_name(k)}, index {k})" for i, k in lost)
+    listed = "; ".join(f"{where} {i} (character {identity_name(k)}, index {k})"
+                       for i, k in invisible_bound_tracks(track_boxes, binding, height, width))
+    if listed:
         raise AnyCrowdError(
             f"{listed}: no box inside the {width}x{height} output frame in any of the {frames} frames (outside "
             "the frame, cut off by the centre crop, empty or 'none' throughout), so that character would not "

@@ -31,7 +31,7 @@ def decoupled(scene):
     return decouple_instances(scene.reference_image, scene.reference_masks)
 
 
-def _single(image: torch.Tensor) -> DecoupledInstances:
+def single_identity(image: torch.Tensor) -> DecoupledInstances:
     h, w = image.shape[:2]
     return DecoupledInstances(
         identity_images=image[None],
@@ -116,7 +116,7 @@ def test_hand_derived_single_identity_numbers():
     colour = torch.tensor([0.9, 0.2, 0.4])
     ref = colour.expand(16, 32, 3).contiguous()
     video = torch.full((5, 16, 32, 3), 0.5)  # neutral control: both halves encode to raw 0
-    cond = encode_iilr(codec, _single(ref), video, background=False, strength=0.7)
+    cond = encode_iilr(codec, single_identity(ref), video, background=False, strength=0.7)
     raw_ref = codec.matrix.float() @ (2 * colour - 1)  # [16]
     expected_ref = (raw_ref.view(16, 1, 1, 1) - MEAN) / STD
     assert torch.allclose(cond.reference_latents, expected_ref.expand(16, 1, 2, 4), atol=1e-5)

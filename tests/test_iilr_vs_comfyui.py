@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from anycrowd_core.codec import TestCodec
-from anycrowd_core.decoupler import DecoupledInstances
 from anycrowd_core.iilr import comfy_vace_inputs, encode_iilr
 from anycrowd_core.scenes import make_scene
 from comfy_vae_stand_in import TestVAE
+from test_iilr import single_identity
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(
@@ -36,18 +36,6 @@ def comfy_nodes_wan():
     return comfy_extras.nodes_wan, comfy.latent_formats
 
 
-
-
-def single_identity(image: torch.Tensor) -> DecoupledInstances:
-    h, w = image.shape[:2]
-    return DecoupledInstances(
-        identity_images=image[None],
-        background=torch.full_like(image, 0.5),
-        masks=torch.ones(1, h, w, dtype=torch.bool),
-        boxes=torch.tensor([[0.0, 0.0, w, h]]),
-        offsets=torch.zeros(1, 2),
-        scales=torch.ones(1),
-    )
 
 
 def test_single_identity_equals_wan_vace_to_video(comfy_nodes_wan):
