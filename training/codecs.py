@@ -20,6 +20,14 @@ from anycrowd_core.errors import AnyCrowdError
 CODECS = ("test", "comfy")
 
 
+def _existing_file(path, what: str, fix: str) -> Path:
+    """`path` as a Path if it is a file, else an error "<what> <path> does not exist: <fix>."."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnyCrowdError(f"{what} {str(path)!r} does not exist: {fix}.")
+    return path
+
+
 def import_comfy():
     """Import ComfyUI from `COMFYUI_PATH` (or sys.path) and return `comfy` (idempotent).
 
@@ -81,12 +89,8 @@ class ComfyWanVAECodec:
     @classmethod
     def from_file(cls, path) -> "ComfyWanVAECodec":
         """Load a VAE file (e.g. ComfyUI/models/vae/wan_2.1_vae.safetensors) through ComfyUI."""
-        path = Path(path)
-        if not path.is_file():
-            raise AnyCrowdError(
-                f"VAE file {str(path)!r} does not exist: pass --vae with the path of the Wan 2.1 VAE "
-                "(wan_2.1_vae.safetensors, usually in ComfyUI/models/vae/)."
-            )
+        path = _existing_file(path, "VAE file", "pass --vae with the path of the Wan 2.1 VAE "
+                             "(wan_2.1_vae.safetensors, usually in ComfyUI/models/vae/)")
         comfy = import_comfy()
         sd = comfy.utils.load_torch_file(str(path), safe_load=True)
         return cls.from_state_dict(sd, name=path.name)
@@ -122,9 +126,7 @@ def make_codec(kind: str, vae_path=None, test_seed: int = 0):
 
 def codec_id_for_file(kind: str, path) -> str:
     """`kind:<abs path>:<size>:<mtime_ns>` without loading the file (cheap fingerprinting)."""
-    path = Path(path)
-    if not path.is_file():
-        raise AnyCrowdError(f"VAE file {str(path)!r} does not exist: check --vae.")
+    path = _existing_file(path, "VAE file", "check --vae")
     st = path.stat()
     return f"{kind}:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
@@ -132,12 +134,8 @@ def codec_id_for_file(kind: str, path) -> str:
 def encode_prompts_with_comfy(text_encoder_path, prompts: list[str]) -> list[Tensor]:
     """Encode prompts with ComfyUI's Wan text encoder (umT5-XXL file, CLIPType.WAN), as the
     CLIPTextEncode node does: `[1, L, 4096]` float32 each, on the CPU."""
-    path = Path(text_encoder_path)
-    if not path.is_file():
-        raise AnyCrowdError(
-            f"Text encoder file {str(path)!r} does not exist: pass --text-encoder with the umT5 file "
-            "(e.g. umt5_xxl_fp8_e4m3fn_scaled.safetensors from ComfyUI/models/text_encoders/)."
-        )
+    path = _existing_file(text_encoder_path, "Text encoder file", "pass --text-encoder with the umT5 file "
+                         "(e.g. umt5_xxl_fp8_e4m3fn_scaled.safetensors from ComfyUI/models/text_encoders/)")
     comfy = import_comfy()
     clip = comfy.sd.load_clip(ckpt_paths=[str(path)], clip_type=comfy.sd.CLIPType.WAN)
     out = []
