@@ -5,6 +5,9 @@
   calling them from ours breaks when they are (issue [host]). We go through `comfy.*` APIs in
   `nodes/comfy_runtime.py` instead.
 - `anycrowd_core/` never imports ComfyUI (`comfy`, `folder_paths`, `nodes`, `comfy_extras`...).
+- Layers: the core imports neither our `nodes` nor `training`; `nodes` (inference) never imports
+  `training`. And no two of the repository's modules import each other, directly or round a
+  circle (the module import graph, relative imports resolved, function-level imports included).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import ast
 from pathlib import Path
 
 from pack import REPO
+
+PACKAGES = ("anycrowd_core", "nodes", "training", "benchmarks")  # the repository's own modules
 
 COMFY_NODE_MODULES = ("nodes", "comfy_extras", "comfy_api_nodes")
 COMFY_MODULES = ("comfy", "folder_paths", "latent_preview", "execution", "server", "comfy_execution") + COMFY_NODE_MODULES
@@ -78,3 +83,123 @@ def test_the_scanner_sees_every_import_form(tmp_path):
                      "from . import sibling\n")
     assert [m for _l, m in absolute_imports(probe)] == [
         "nodes", "comfy_extras.nodes_model_advanced", "importlib", "comfy_extras.nodes_wan", "nodes"]
+
+
+# ---------------------------------------------------------------- layers and cycles
+
+
+def module_name(path: Path) -> str:
+    """'anycrowd_core.pose.dwpose' for anycrowd_core/pose/dwpose.py ('nodes' for nodes/__init__.py)."""
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def repo_modules() -> dict[str, Path]:
+    return {module_name(p): p for folder in PACKAGES for p in sorted((REPO / folder).rglob("*.py"))}
+
+
+def imported_modules(path: Path, known: set[str]) -> list[tuple[int, str]]:
+    """(line, module) of each of our modules a file imports, relative imports resolved against its
+    package (the repository root is the pack: `..training.x` from nodes/ is `training.x`) and
+    `from a import b` counted as an import of module a.b where b is one."""
+    package = module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            stem = ".".join(base + (node.module.split(".") if node.module else []))
+            names = [f"{stem}.{alias.name}" if stem else alias.name for alias in node.names]
+            targets = [n if n in known else stem for n in names]  # a submodule, else a name in stem
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:  # the module itself, or the package holding it
+                target = target.rpartition(".")[0]
+            if target and target != module_name(path):
+                found.append((node.lineno, target))
+    return found
+
+
+def import_graph() -> dict[str, dict[str, int]]:
+    """module -> {imported module: first line}, over the repository's own modules."""
+    modules = repo_modules()
+    graph = {}
+    for name, path in modules.items():
+        edges: dict[str, int] = {}
+        for line, target in imported_modules(path, set(modules)):
+            edges.setdefault(target, line)
+        graph[name] = edges
+    return graph
+
+
+def wrong_way_imports(graph: dict[str, dict[str, int]]) -> list[str]:
+    banned = {"anycrowd_core": ("nodes", "training"), "nodes": ("training",)}
+    bad = []
+    for module, edges in sorted(graph.items()):
+        for target, line in sorted(edges.items()):
+            if target.split(".")[0] in banned.get(module.split(".")[0], ()):
+                bad.append(f"{module}:{line} imports {target}")
+    return bad
+
+
+def import_cycles(graph: dict[str, dict[str, int]]) -> list[str]:
+    """One path per import circle, e.g. 'nodes.a:12 -> nodes.b:7 -> nodes.a' (depth-first search,
+    each back edge reported once)."""
+    cycles, state = [], {}  # state: 1 on the current path, 2 done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target, line in sorted(graph.get(module, {}).items()):
+            if state.get(target) == 1:
+                loop = path[path.index(target):] + [module]
+                cycles.append(" -> ".join(f"{m}:{graph[m][n]}" for m, n in zip(loop, loop[1:] + [target]))
+                              + f" -> {target}")
+            elif target not in state:
+                visit(target, path + [module])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+    return cycles
+
+
+def test_no_wrong_way_imports_between_layers():
+    """The core is below nodes and training; inference (nodes) never needs the trainer."""
+    assert wrong_way_imports(import_graph()) == []
+
+
+def test_no_import_cycles_among_our_modules():
+    assert import_cycles(import_graph()) == []
+
+
+def test_the_graph_resolves_relative_imports_and_finds_cycles_and_wrong_ways(tmp_path, monkeypatch):
+    import test_import_rules as rules
+
+    files = {
+        "anycrowd_core/__init__.py": "",
+        "anycrowd_core/a.py": "from .b import thing\n",
+        "anycrowd_core/b.py": "def f():\n    from anycrowd_core import a\n",
+        "anycrowd_core/c.py": "from ..training.x import y\n",
+        "nodes/__init__.py": "from . import n\n",
+        "nodes/n.py": "import anycrowd_core.b\nfrom ..training import x\n",
+        "training/__init__.py": "",
+        "training/x.py": "from anycrowd_core.c import z\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(rules, "REPO", tmp_path)
+    graph = rules.import_graph()
+    assert graph["nodes"] == {"nodes.n": 1}
+    assert graph["nodes.n"] == {"anycrowd_core.b": 1, "training.x": 2}
+    assert rules.wrong_way_imports(graph) == [
+        "anycrowd_core.c:1 imports training.x", "nodes.n:2 imports training.x"]
+    assert rules.import_cycles(graph) == [
+        "anycrowd_core.a:1 -> anycrowd_core.b:2 -> anycrowd_core.a",
+        "anycrowd_core.c:1 -> training.x:1 -> anycrowd_core.c",
+    ]
