@@ -13,11 +13,12 @@ from __future__ import annotations
 import torch
 
 from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.pipeline import GUIDANCE as CORE_GUIDANCE
 
 from .comfy_runtime import cumulative_guider
 from .input_checks import finite_number
 
-GUIDANCE = ["cfg", "cumulative"]
+GUIDANCE = list(CORE_GUIDANCE)  # as a ComfyUI combo list
 # optional widgets of the sampler nodes (old workflows without them keep plain cfg)
 GUIDANCE_INPUTS = {
     "guidance": (GUIDANCE, {

@@ -25,10 +25,9 @@ from .input_checks import (
     image_batch,
     whole_number,
 )
-from .node_tsda_patch import AGF_CHOICES, ATTENTION_MODES
 from .guidance import GUIDANCE_INPUTS, guidance_options
 from .node_types import INSTANCES, TRACKS
-from .sampling_inputs import GATES_INPUT, sampler_options, sampling_inputs
+from .sampling_inputs import AGF_CHOICES, ATTENTION_MODES, GATES_INPUT, sampler_options, sampling_inputs
 from .reference_instances import DecoupledReference, fit_instances, reference_input
 from .track_inputs import character_boxes
 

@@ -16,9 +16,8 @@ from .comfy_patch import check_latent_matches_layout, check_wan_vace, patch_mode
 from .comfy_runtime import apply_shift, sample, sample_two_experts
 from .guidance import GUIDANCE_INPUTS, cumulative_guidance, guidance_options
 from .input_checks import conditioning, finite_number, latent_samples, whole_number
-from .node_tsda_patch import AGF_CHOICES, ATTENTION_MODES
 from .node_types import GATES, LAYOUT
-from .sampling_inputs import GATES_INPUT, sampler_options, sampling_inputs
+from .sampling_inputs import AGF_CHOICES, ATTENTION_MODES, GATES_INPUT, sampler_options, sampling_inputs
 from .wan22_experts import WAN22_T2V_BOUNDARY, check_expert_pair
 
 

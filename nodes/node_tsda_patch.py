@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from .comfy_patch import patch_model
 from .node_types import GATES, LAYOUT
+from .sampling_inputs import AGF_CHOICES, ATTENTION_MODES
 
-ATTENTION_MODES = ["masked", "tsda", "global"]  # masked first: the default for stock checkpoints
-AGF_CHOICES = ["gated", "mean", "max"]
 BRANCHES = ["both", "dit", "vace"]
 
 

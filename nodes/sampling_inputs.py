@@ -4,10 +4,16 @@ their declarations, in the order workflows store them, and the checks of their v
 
 from __future__ import annotations
 
+from anycrowd_core.attention import AGF_MODES, MODES
+
 from .comfy_runtime import WAN21_DEFAULT_SHIFT, sampler_names
 from .input_checks import finite_number, seed_value, whole_number
-from .node_tsda_patch import AGF_CHOICES, ATTENTION_MODES
 from .node_types import GATES
+
+# The core's choice lists as ComfyUI combo lists (AnyCrowd TSDA Patch shows them too); masked
+# first in the menu: the mode for stock checkpoints.
+ATTENTION_MODES = sorted(MODES, key=lambda mode: mode != "masked")
+AGF_CHOICES = list(AGF_MODES)
 
 GATES_INPUT = (GATES, {"tooltip": "AGF gates trained with AnyCrowd (AnyCrowd Load Adapter), used by tsda with agf_mode gated. Leave unconnected on stock checkpoints."})
 
