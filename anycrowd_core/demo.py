@@ -238,7 +238,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seed of the scene, the noise and the random model, 0 .. 2**63-1 (default: %(default)s)")
     p.add_argument("--fps", type=int, default=8, help="frame rate of the written mp4 files (default: %(default)s)")
     g = p.add_argument_group("--model random only")
-    g.add_argument("--mode", default="tsda", choices=["tsda", "masked", "global"],
+    g.add_argument("--mode", default="masked", choices=["tsda", "masked", "global"],
                    help="attention mode (default: %(default)s)")
     g.add_argument("--agf", default="gated", choices=["gated", "mean", "max"],
                    help="fusion of overlapping identities, used by --mode tsda only (default: %(default)s)")

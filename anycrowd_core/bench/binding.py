@@ -277,7 +277,7 @@ class Guidance:
         return {"guidance": self.kind, "pose_scale": self.pose_scale, "ref_scale": self.ref_scale}
 
 
-def evaluate_scene(scene: ProceduralScene, mode: str = "tsda", binding=None, seed: int = 0, *,
+def evaluate_scene(scene: ProceduralScene, mode: str = "masked", binding=None, seed: int = 0, *,
                    reference: str = "cross", mini=None, steps: int | None = None,
                    truth: CodecTruth | None = None, guidance: Guidance | None = None) -> dict:
     """Animate `scene` with AnyCrowd-Mini in `mode` and score it (see `score_video`).
