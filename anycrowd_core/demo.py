@@ -24,6 +24,7 @@ from .codec import TestCodec, nearest_valid_frame_counts
 from .errors import AnyCrowdError, require_finite
 from .files import ensure_output_dir, write_text_atomic
 from .pipeline import AnimationInputs, SamplingSettings, animate
+from .sampling import SAMPLERS
 from .scenes import SCENARIOS, make_scene
 from .video_io import preview_sheet, write_mp4, write_png
 from .wan import WanVaceConfig, WanVaceModel, random_wan_vace
@@ -242,7 +243,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="attention mode (default: %(default)s)")
     g.add_argument("--agf", default="gated", choices=["gated", "mean", "max"],
                    help="fusion of overlapping identities, used by --mode tsda only (default: %(default)s)")
-    g.add_argument("--sampler", default="euler", help="euler, heun or dpmpp_2m (default: %(default)s)")
+    g.add_argument("--sampler", default="euler", choices=sorted(SAMPLERS), help="sampler (default: %(default)s)")
     g.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default: %(default)s)")
     g.add_argument("--shift", type=float, default=5.0,
                    help="flow-matching schedule shift, positive; Wan uses 3.0-8.0 (default: %(default)s)")

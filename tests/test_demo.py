@@ -44,3 +44,11 @@ def test_random_demo_labels_the_size_and_previews_every_identity(tmp_path):
     assert summary["identities"] == 8 and "agf" not in summary  # masked mode fuses nothing
     sheet = cv2.imread(str(tmp_path / "preview.png"))
     assert sheet.shape[1] == 9 * 320  # 8 identities + the background, one column each
+
+
+def test_unknown_sampler_is_refused_by_the_flag_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path), "--model", "random", "--sampler", "foo"])
+    assert exit_info.value.code == 2
+    assert "argument --sampler: invalid choice: 'foo' (choose from 'dpmpp_2m', 'euler', 'heun')" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
