@@ -24,6 +24,7 @@ from .codec import TestCodec, nearest_valid_frame_counts
 from .errors import AnyCrowdError, require_finite
 from .files import ensure_output_dir, write_text_atomic
 from .pipeline import AnimationInputs, SamplingSettings, animate
+from .pose.binding import parse_index_binding
 from .sampling import SAMPLERS
 from .scenes import SCENARIOS, make_scene
 from .video_io import preview_sheet, write_mp4, write_png
@@ -76,18 +77,11 @@ def _preview_columns(num_characters: int) -> int:
 
 
 def _binding(args: argparse.Namespace, count: int) -> list[int]:
-    if not args.binding:
-        return list(range(count))
+    """Identity per track from --binding (the index form "2,0,1", parsed by pose.binding)."""
     try:
-        binding = [int(v) for v in args.binding.split(",")]
-    except ValueError:
-        raise AnyCrowdError(f"--binding {args.binding!r}: give one identity index per track, e.g. 1,2,0.") from None
-    if len(binding) != count or not all(0 <= b < count for b in binding):
-        raise AnyCrowdError(
-            f"--binding {args.binding!r}: give {count} identity indices in 0..{count - 1} (one per track), e.g. "
-            f"{','.join(str((i + 1) % count) for i in range(count))}."
-        )
-    return binding
+        return parse_index_binding(args.binding, count, count)
+    except AnyCrowdError as e:
+        raise AnyCrowdError(f"--binding: {e}") from None
 
 
 def _labelled(frames: torch.Tensor, label: str) -> np.ndarray:
