@@ -7,8 +7,11 @@ MODEL they give is exactly what Load Diffusion Model hands our nodes.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -85,6 +88,76 @@ def tiny_vace_state_dict_file(tmp_dir, seed: int = 0, name: str = "tiny_wan_vace
     return path
 
 
+def comfy_node_registry():
+    """ComfyUI's own top-level `nodes` module (ours is `comfyui_anycrowd.nodes`) with the extra
+    nodes (Get Video Components, Create Video ...) registered, as the server has it."""
+    import_comfy()  # COMFYUI_PATH first again: loading a model puts ComfyUI's comfy/ (with utils.py) on sys.path
+    import utils.install_util  # noqa: F401  (ComfyUI's server imports it before the extras)
+    import nodes as comfy_nodes
+
+    if "GetVideoComponents" not in comfy_nodes.NODE_CLASS_MAPPINGS:
+        asyncio.run(comfy_nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    return comfy_nodes
+
+
+def text_conditioning(seed: int, length: int = 6):
+    """A seeded CONDITIONING of umT5-XXL's width (4096, fixed by ComfyUI's Wan detection)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, length, 4096, generator=gen) * 0.1, {}]]
+
+
+class TestTextEncode:
+    """Test-only stand-in for Load CLIP + CLIP Text Encode: umT5-XXL (5.7B parameters, fixed
+    config in ComfyUI) cannot be randomised here; gives a seeded [1, 6, 4096] CONDITIONING."""
+
+    __test__ = False
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"text": ("STRING", {"multiline": True})}}
+
+    def encode(self, text):
+        return (text_conditioning(sum(text.encode()) % 1000),)
+
+
+class TestVAELoader:
+    """Test-only stand-in for Load VAE: returns TestVAE (ComfyUI's VAE API around TestCodec)."""
+
+    __test__ = False
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae_name": ("STRING", {})}}
+
+    def load(self, vae_name):
+        from comfy_vae_stand_in import TestVAE
+
+        return (TestVAE(),)
+
+
+STAND_IN_NODES = {"AnyCrowdTestTextEncode": TestTextEncode, "AnyCrowdTestVAELoader": TestVAELoader}
+
+
+def with_stand_in_encoders(prompt: dict) -> dict:
+    """A copy of an API prompt with Load CLIP dropped, each CLIP Text Encode a TestTextEncode
+    and Load VAE a TestVAELoader (STAND_IN_NODES, registered by run_api_prompt)."""
+    p = json.loads(json.dumps(prompt))
+    for nid, node in list(p.items()):
+        if node["class_type"] == "CLIPLoader":
+            del p[nid]
+        elif node["class_type"] == "CLIPTextEncode":
+            p[nid] = {"class_type": "AnyCrowdTestTextEncode", "inputs": {"text": node["inputs"]["text"]}}
+        elif node["class_type"] == "VAELoader":
+            node["class_type"] = "AnyCrowdTestVAELoader"
+    return p
+
+
 def load_pack_with_comfy():
     """Our package loaded as a custom node with ComfyUI importable, so node functions can run
     their lazily imported comfy code: `pack = load_pack_with_comfy(); pack.nodes.<module>`."""
@@ -140,3 +213,41 @@ def execute_prompt(prompt: dict):
     failures = [d for e, d in executor.status_messages if e == "execution_error"]
     assert executor.success and not failures, failures
     return executor
+
+
+@contextmanager
+def prompt_environment(pack, registry, inputs: Path, outputs: Path, extra_nodes: dict | None = None,
+                       model_folders: dict | None = None):
+    """For one executor run: the pack's nodes (and `extra_nodes`) registered in ComfyUI's node
+    `registry` where missing, folder_paths' input / output folders set to `inputs` / `outputs`,
+    and `model_folders` ({folder name: path}) added; all undone afterwards."""
+    import folder_paths
+
+    old_in, old_out = folder_paths.get_input_directory(), folder_paths.get_output_directory()
+    for name, path in (model_folders or {}).items():
+        folder_paths.add_model_folder_path(name, str(path))
+    folder_paths.set_input_directory(str(inputs))
+    folder_paths.set_output_directory(str(outputs))
+    added = dict(extra_nodes or {})
+    registered = {k: v for k, v in pack.NODE_CLASS_MAPPINGS.items() if k not in registry.NODE_CLASS_MAPPINGS}
+    registry.NODE_CLASS_MAPPINGS.update({**added, **registered})
+    try:
+        yield
+    finally:
+        for key in list(added) + list(registered):
+            registry.NODE_CLASS_MAPPINGS.pop(key, None)
+        folder_paths.set_input_directory(old_in)
+        folder_paths.set_output_directory(old_out)
+        for name, path in (model_folders or {}).items():
+            paths = folder_paths.folder_names_and_paths[name][0]
+            if str(path) in paths:
+                paths.remove(str(path))
+
+
+def run_api_prompt(pack, prompt: dict, inputs: Path, outputs: Path, models: dict | None = None):
+    """Run an API prompt through ComfyUI's executor (execute_prompt) with the pack's nodes and the
+    stand-in encoders (STAND_IN_NODES) registered, `inputs` / `outputs` as ComfyUI's input and
+    output folders and `models` ({folder name: path}) added; all undone afterwards. Returns the
+    executor."""
+    with prompt_environment(pack, comfy_node_registry(), inputs, outputs, STAND_IN_NODES, models):
+        return execute_prompt(prompt)

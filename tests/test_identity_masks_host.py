@@ -14,7 +14,13 @@ import torch
 
 from anycrowd_core.scenes import make_scene
 from anycrowd_core.video_io import read_video, write_mp4, write_png
-from comfy_host import execute_prompt, import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_state_dict_file
+from comfy_host import (
+    comfy_node_registry,
+    requires_comfyui,
+    run_api_prompt,
+    tiny_vace_state_dict_file,
+    with_stand_in_encoders,
+)
 from pack import REPO
 from test_identity_masks import scail_colour_video
 
@@ -26,27 +32,12 @@ H, W, T = 64, 96, 9
 
 
 @pytest.fixture(scope="module")
-def pack():
-    return load_pack_with_comfy()
-
-
-@pytest.fixture(scope="module")
 def scene():
     return make_scene(num_characters=2, num_frames=T, height=H, width=W, seed=0, scenario="crossing")
 
 
-def comfy_nodes():
-    import_comfy()
-    import utils.install_util  # noqa: F401  (ComfyUI's server imports it before the extras)
-    import nodes as comfy_nodes  # ComfyUI's top-level module (ours is comfyui_anycrowd.nodes)
-
-    if "GetVideoComponents" not in comfy_nodes.NODE_CLASS_MAPPINGS:
-        asyncio.run(comfy_nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-    return comfy_nodes
-
-
 def test_identity_masks_registers_through_comfyuis_custom_node_loader_and_runs(tmp_path, scene):
-    registry = comfy_nodes()
+    registry = comfy_node_registry()
     link = tmp_path / "ComfyUI-AnyCrowd"
     link.symlink_to(REPO, target_is_directory=True)
     assert asyncio.run(registry.load_custom_node(str(link), module_parent="custom_nodes")) is True
@@ -59,57 +50,16 @@ def test_identity_masks_registers_through_comfyuis_custom_node_loader_and_runs(t
     assert tracks.track_ids == [0, 1]
 
 
-class TestTextEncode:
-    """Test-only stand-in for CLIP Text Encode (umT5-XXL width 4096, no text model)."""
-
-    __test__ = False
-    RETURN_TYPES = ("CONDITIONING",)
-    FUNCTION = "encode"
-    CATEGORY = "testing"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"text": ("STRING", {"multiline": True})}}
-
-    def encode(self, text):
-        gen = torch.Generator().manual_seed(sum(text.encode()) % 1000)
-        return ([[torch.randn(1, 6, 4096, generator=gen) * 0.1, {}]],)
-
-
-class TestVAELoader:
-    """Test-only stand-in for Load VAE: TestVAE (ComfyUI's VAE API around the test codec)."""
-
-    __test__ = False
-    RETURN_TYPES = ("VAE",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"vae_name": ("STRING", {})}}
-
-    def load(self, vae_name):
-        from comfy_vae_stand_in import TestVAE
-
-        return (TestVAE(),)
-
-
 def make_test_variant(prompt: dict, tiny_model_name: str) -> dict:
     """The shipped API prompt on CPU in seconds: a tiny random Wan 2.1 VACE checkpoint, stand-in
     text encoder and VAE, 9 frames at 96x64, 2 steps. Load Image / Load Video, Get Video Components,
     Image From Batch, Identity Masks, Decoupler, IILR Encode, Sampler, VAE Decode, Create Video and
     Save Video run unchanged."""
-    p = json.loads(json.dumps(prompt))
-    for nid, node in list(p.items()):
+    p = with_stand_in_encoders(prompt)
+    for node in p.values():
         ct, inputs = node["class_type"], node["inputs"]
         if ct == "UNETLoader":
             inputs["unet_name"] = tiny_model_name
-        elif ct == "CLIPLoader":
-            del p[nid]
-        elif ct == "CLIPTextEncode":
-            p[nid] = {"class_type": "AnyCrowdTestTextEncode", "inputs": {"text": inputs["text"]}}
-        elif ct == "VAELoader":
-            node["class_type"] = "AnyCrowdTestVAELoader"
         elif ct == "ImageFromBatch":
             inputs["length"] = T
         elif ct == "AnyCrowdIILREncode":
@@ -120,9 +70,6 @@ def make_test_variant(prompt: dict, tiny_model_name: str) -> dict:
 
 
 def test_identity_masks_api_workflow_executes_through_comfyuis_executor(tmp_path, scene, pack):
-    registry = comfy_nodes()
-    import folder_paths
-
     models = tmp_path / "diffusion_models"
     models.mkdir()
     tiny = tiny_vace_state_dict_file(models, seed=0, name="anycrowd_tiny_wan_vace.safetensors")
@@ -133,24 +80,8 @@ def test_identity_masks_api_workflow_executes_through_comfyuis_executor(tmp_path
     write_mp4(scail_colour_video(scene.track_masks), inputs / "anycrowd_identity_masks.mp4", fps=12)  # H.264
     write_mp4(scene.pose_video, inputs / "anycrowd_pose.mp4", fps=12)
 
-    old_in, old_out = folder_paths.get_input_directory(), folder_paths.get_output_directory()
-    folder_paths.add_model_folder_path("diffusion_models", str(models))
-    folder_paths.set_input_directory(str(inputs))
-    folder_paths.set_output_directory(str(outputs))
-    added = {"AnyCrowdTestTextEncode": TestTextEncode, "AnyCrowdTestVAELoader": TestVAELoader}
-    registered = {k: v for k, v in pack.NODE_CLASS_MAPPINGS.items() if k not in registry.NODE_CLASS_MAPPINGS}
-    registry.NODE_CLASS_MAPPINGS.update({**added, **registered})
-    try:
-        prompt = make_test_variant(json.loads(API_FILE.read_text()), tiny.name)
-        execute_prompt(prompt)
-        videos = list(outputs.rglob("AnyCrowd_identity_masks*.mp4"))
-        assert len(videos) == 1
-        assert tuple(read_video(videos[0]).shape[:3]) == (T, H, W)
-    finally:
-        for key in list(added) + list(registered):
-            registry.NODE_CLASS_MAPPINGS.pop(key, None)
-        folder_paths.set_input_directory(old_in)
-        folder_paths.set_output_directory(old_out)
-        paths = folder_paths.folder_names_and_paths["diffusion_models"][0]
-        if str(models) in paths:
-            paths.remove(str(models))
+    prompt = make_test_variant(json.loads(API_FILE.read_text()), tiny.name)
+    run_api_prompt(pack, prompt, inputs, outputs, {"diffusion_models": models})
+    videos = list(outputs.rglob("AnyCrowd_identity_masks*.mp4"))
+    assert len(videos) == 1
+    assert tuple(read_video(videos[0]).shape[:3]) == (T, H, W)

@@ -196,10 +196,9 @@ class CaptureAdapter:
 
 
 def test_api_prompt_through_comfyuis_validation_and_executor(tmp_path, pack, folders):
-    from comfy_host import FakeServer, tiny_vace_state_dict_file
-    from test_nodes_host import get_comfy_nodes
+    from comfy_host import FakeServer, comfy_node_registry, tiny_vace_state_dict_file
 
-    comfy_nodes = get_comfy_nodes()
+    comfy_nodes = comfy_node_registry()
     import execution
     import folder_paths
 

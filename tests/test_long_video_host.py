@@ -17,22 +17,14 @@ import torch
 from anycrowd_core.long_video import plan_segments, plan_windows
 from anycrowd_core.pose.types import FACE, NUM_KEYPOINTS, PoseTracks
 from anycrowd_core.scenes import make_scene
-from comfy_host import assert_progress_reaches, import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_patcher
+from comfy_host import assert_progress_reaches, comfy_node_registry, requires_comfyui, text_conditioning
 from pack import REPO
 from comfy_vae_stand_in import TestVAE
 
 pytestmark = requires_comfyui
 
-TEXT_DIM = 4096
 H, W, T = 64, 96, 17
 SEG, OVERLAP = 9, 5  # 9-frame segments: 1, 2, 3 segments for 9, 13, 17 frames
-
-
-
-
-def text_cond(seed: int, length: int = 6):
-    gen = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, length, TEXT_DIM, generator=gen) * 0.1, {}]]
 
 
 def boxes_text(boxes: torch.Tensor) -> str:
@@ -68,16 +60,6 @@ def scene_tracks(scene) -> PoseTracks:
 
 
 @pytest.fixture(scope="module")
-def pack():
-    return load_pack_with_comfy()
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_vace_patcher(seed=0)
-
-
-@pytest.fixture(scope="module")
 def scene():
     return make_scene(num_characters=2, num_frames=T, height=H, width=W, seed=0, scenario="crossing")
 
@@ -90,7 +72,7 @@ def instances(pack, scene):
 
 def long_kwargs(scene, instances, frames: int, **overrides):
     args = dict(
-        vae=TestVAE(), positive=text_cond(1), negative=text_cond(2), instances=instances,
+        vae=TestVAE(), positive=text_conditioning(1), negative=text_conditioning(2), instances=instances,
         control_video=scene.pose_video[:frames], width=W, height=H, strength=1.0,
         boxes=boxes_text(scene.track_boxes[:, :frames]), binding="", attention_mode="masked", agf_mode="gated",
         seed=3, steps=2, cfg=3.0, sampler_name="euler", scheduler="simple", shift=8.0, strategy="token_replace",
@@ -141,8 +123,8 @@ def test_token_replace_keeps_the_context_latents_fixed_at_every_step(pack, model
     def on_step(segment, step, x0, x):
         seen.setdefault(segment, []).append(x0.clone())
 
-    out = lvc.run_token_replace(model, pack.nodes.codec_vae.ComfyVAECodec(vae), inputs, text_cond(1),
-                                text_cond(2), options, segment_frames=SEG, overlap_frames=OVERLAP, on_step=on_step)
+    out = lvc.run_token_replace(model, pack.nodes.codec_vae.ComfyVAECodec(vae), inputs, text_conditioning(1),
+                                text_conditioning(2), options, segment_frames=SEG, overlap_frames=OVERLAP, on_step=on_step)
     assert out.shape == (13, H, W, 3) and sorted(seen) == [0, 1]
     r = 3  # 2 characters + background
     seg1 = plan_segments(13, SEG, OVERLAP)[1]
@@ -161,7 +143,7 @@ def test_a_sliding_window_covering_the_clip_equals_the_plain_sampler(pack, model
     args = long_kwargs(scene, instances, frames, strategy="sliding_window")
     windowed = pack.nodes.node_long_video.AnyCrowdLongVideoSampler().generate(model, **args)[0]
     positive, negative, latent, trim, layout = pack.nodes.node_iilr_encode.AnyCrowdIILREncode().encode(
-        text_cond(1), text_cond(2), TestVAE(), instances, scene.pose_video[:frames], W, H, frames, 1, 1.0,
+        text_conditioning(1), text_conditioning(2), TestVAE(), instances, scene.pose_video[:frames], W, H, frames, 1, 1.0,
         boxes=args["boxes"])
     plain = pack.nodes.node_sampler.AnyCrowdSampler().sample(
         model, positive, negative, latent, layout, "masked", "gated", 3, 2, 3.0, "euler", "simple", 8.0, 1.0)[0]
@@ -210,7 +192,7 @@ class CountingHook:
 def test_face_control_appends_a_second_vace_context_that_the_patched_model_runs(pack, model, scene, instances):
     frames = 9
     positive, negative, latent, trim, layout = pack.nodes.node_iilr_encode.AnyCrowdIILREncode().encode(
-        text_cond(1), text_cond(2), TestVAE(), instances, scene.pose_video[:frames], W, H, frames, 1, 1.0,
+        text_conditioning(1), text_conditioning(2), TestVAE(), instances, scene.pose_video[:frames], W, H, frames, 1, 1.0,
         boxes=boxes_text(scene.track_boxes[:, :frames]))
     tracks = scene_tracks(scene)
     tracks = PoseTracks(tracks.keypoints[:, :frames], tracks.boxes[:, :frames], tracks.present[:, :frames], H, W, [0, 1])
@@ -244,7 +226,7 @@ def test_face_control_appends_a_second_vace_context_that_the_patched_model_runs(
 def test_long_video_with_tracks_and_face_video(pack, model, scene, instances):
     tracks = scene_tracks(scene)
     face_video = pack.nodes.node_face_control.AnyCrowdFaceControl().apply(
-        text_cond(1), text_cond(2), TestVAE(), scene.video, "global", 0.5, 1.5, tracks=tracks)[2]
+        text_conditioning(1), text_conditioning(2), TestVAE(), scene.video, "global", 0.5, 1.5, tracks=tracks)[2]
     assert face_video.shape == (T, H, W, 3)
     vae = TestVAE()
     args = long_kwargs(scene, instances, T, boxes="", vae=vae)
@@ -260,14 +242,10 @@ def test_long_video_with_tracks_and_face_video(pack, model, scene, instances):
 def test_long_video_api_prompt_validates_in_comfyui(pack, tmp_path):
     """ComfyUI's own validate_prompt accepts the shipped long-video prompt (file names are
     checked against folders holding empty stand-in files of those names)."""
-    import_comfy()
-    import utils.install_util  # noqa: F401
-    import nodes as comfy_nodes
+    comfy_nodes = comfy_node_registry()
     import execution
     import folder_paths
 
-    if "GetVideoComponents" not in comfy_nodes.NODE_CLASS_MAPPINGS:
-        asyncio.run(comfy_nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     prompt = json.loads((REPO / "workflows" / "anycrowd_long_face_wan21_vace_1.3B_api.json").read_text())
     files = {"diffusion_models": "unet_name", "text_encoders": "clip_name", "vae": "vae_name"}
     by_key = {key: node["inputs"][key] for node in prompt.values() for key in node["inputs"]}
@@ -330,11 +308,9 @@ def test_long_video_api_prompt_executes_through_comfyuis_executor(tmp_path, pack
     import av
 
     from anycrowd_core.video_io import read_video, write_mp4, write_png
-    from comfy_host import execute_prompt, tiny_vace_state_dict_file
+    from comfy_host import run_api_prompt, tiny_vace_state_dict_file, with_stand_in_encoders
     from test_node_pose import people_video, write_models
-    from test_nodes_host import TestTextEncode, TestVAELoader, get_comfy_nodes
 
-    comfy_nodes = get_comfy_nodes()
     import folder_paths
 
     frames, fps = 11, 12
@@ -350,14 +326,9 @@ def test_long_video_api_prompt_executes_through_comfyuis_executor(tmp_path, pack
         write_png(ref.reference_masks[k].float()[..., None].expand(H, W, 3), inputs / f"anycrowd_mask_{k}.png")
     write_mp4(people_video(frames), inputs / "anycrowd_driving.mp4", fps=fps)
 
-    prompt = json.loads((REPO / "workflows" / "anycrowd_long_face_wan21_vace_1.3B_api.json").read_text())
+    prompt = with_stand_in_encoders(json.loads((REPO / "workflows" / "anycrowd_long_face_wan21_vace_1.3B_api.json").read_text()))
     by_type = {v["class_type"]: k for k, v in prompt.items()}
     prompt[by_type["UNETLoader"]]["inputs"]["unet_name"] = tiny.name
-    del prompt[by_type["CLIPLoader"]]
-    for nid, node in list(prompt.items()):
-        if node["class_type"] == "CLIPTextEncode":
-            prompt[nid] = {"class_type": "AnyCrowdTestTextEncode", "inputs": {"text": node["inputs"]["text"]}}
-    prompt[by_type["VAELoader"]]["class_type"] = "AnyCrowdTestVAELoader"
     prompt[by_type["AnyCrowdLongVideoSampler"]]["inputs"].update(
         width=W, height=H, steps=2, segment_frames=SEG, overlap_frames=OVERLAP)
 
@@ -365,26 +336,14 @@ def test_long_video_api_prompt_executes_through_comfyuis_executor(tmp_path, pack
     saved_dwpose = folder_paths.folder_names_and_paths.get("dwpose")
     saved_dwpose = (list(saved_dwpose[0]), set(saved_dwpose[1])) if saved_dwpose else None
     folder_paths.add_model_folder_path("dwpose", str(dwpose))
-    folder_paths.add_model_folder_path("diffusion_models", str(models))
-    old_in, old_out = folder_paths.get_input_directory(), folder_paths.get_output_directory()
-    folder_paths.set_input_directory(str(inputs))
-    folder_paths.set_output_directory(str(outputs))
-    added = {"AnyCrowdTestTextEncode": TestTextEncode, "AnyCrowdTestVAELoader": TestVAELoader}
-    registered = {k: v for k, v in pack.NODE_CLASS_MAPPINGS.items() if k not in comfy_nodes.NODE_CLASS_MAPPINGS}
-    comfy_nodes.NODE_CLASS_MAPPINGS.update({**added, **registered})
     try:
-        execute_prompt(prompt)
+        run_api_prompt(pack, prompt, inputs, outputs, {"diffusion_models": models})
         videos = list(outputs.rglob("AnyCrowd_long*.mp4"))
         assert len(videos) == 1
         assert tuple(read_video(videos[0]).shape[:3]) == (frames, H, W)  # every driving frame, once
         with av.open(str(videos[0])) as container:
             assert container.streams.video[0].average_rate == fps
     finally:
-        for key in list(added) + list(registered):
-            comfy_nodes.NODE_CLASS_MAPPINGS.pop(key, None)
-        folder_paths.set_input_directory(old_in)
-        folder_paths.set_output_directory(old_out)
-        folder_paths.folder_names_and_paths["diffusion_models"][0].remove(str(models))
         if saved_dwpose is None:
             folder_paths.folder_names_and_paths.pop("dwpose", None)
         else:

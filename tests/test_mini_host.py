@@ -11,7 +11,6 @@ comparison also runs on the shipped weights when anycrowd_core/mini/weights hold
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -19,7 +18,7 @@ import torch
 
 from anycrowd_core.mini import MINI_CONFIG, MINI_SAMPLING, load_mini
 from anycrowd_core.mini.model import BASE_FILE, GATES_FILE, LORA_FILE, WEIGHTS_DIR
-from comfy_host import execute_prompt, import_comfy, load_pack_with_comfy, requires_comfyui
+from comfy_host import requires_comfyui, run_api_prompt
 from mini_weights import write_random_mini_weights
 from pack import REPO
 
@@ -30,22 +29,6 @@ SHIPPED = all((WEIGHTS_DIR / name).is_file() for name in (BASE_FILE, LORA_FILE, 
 SCENE_CHARACTERS, SCENE_INDEX, SEED = 2, 0, 5
 # Float32 on both paths; differences come from summation order only.
 VIDEO_ATOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def pack():
-    return load_pack_with_comfy()
-
-
-@pytest.fixture(scope="module")
-def comfy_nodes(pack):
-    import_comfy()  # COMFYUI_PATH first again: loading a model puts ComfyUI's comfy/ (with utils.py) on sys.path
-    import utils.install_util  # noqa: F401  (ComfyUI's server imports it before the extras)
-    import nodes as comfy_nodes  # ComfyUI's top-level module (ours is comfyui_anycrowd.nodes)
-
-    if "GetVideoComponents" not in comfy_nodes.NODE_CLASS_MAPPINGS:
-        asyncio.run(comfy_nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-    return comfy_nodes
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +115,6 @@ def test_the_vae_works_in_comfyuis_vae_nodes(loaded, loader_mod, comfy_nodes):
 
 
 def test_cpu_workflow_runs_unchanged_through_comfyuis_executor(tmp_path, pack, comfy_nodes, random_weights, use_weights):
-    import folder_paths
-
     from anycrowd_core.example_inputs import write_example_inputs
     from anycrowd_core.video_io import read_video
 
@@ -141,22 +122,10 @@ def test_cpu_workflow_runs_unchanged_through_comfyuis_executor(tmp_path, pack, c
     inputs, outputs = tmp_path / "input", tmp_path / "output"
     write_example_inputs(inputs, frames=9, height=128, width=192)  # as workflows/README.md says
     outputs.mkdir()
-    old_in, old_out = folder_paths.get_input_directory(), folder_paths.get_output_directory()
-    folder_paths.set_input_directory(str(inputs))
-    folder_paths.set_output_directory(str(outputs))
-    registered = {k: v for k, v in pack.NODE_CLASS_MAPPINGS.items() if k not in comfy_nodes.NODE_CLASS_MAPPINGS}
-    comfy_nodes.NODE_CLASS_MAPPINGS.update(registered)
-    try:
-        prompt = json.loads(API_FILE.read_text())
-        execute_prompt(prompt)
-        videos = list(outputs.rglob("AnyCrowd_mini*.mp4"))
-        assert len(videos) == 1 and videos[0].stat().st_size > 0
-        assert tuple(read_video(videos[0]).shape) == (9, 128, 192, 3)
-    finally:
-        for key in registered:
-            comfy_nodes.NODE_CLASS_MAPPINGS.pop(key, None)
-        folder_paths.set_input_directory(old_in)
-        folder_paths.set_output_directory(old_out)
+    run_api_prompt(pack, json.loads(API_FILE.read_text()), inputs, outputs)
+    videos = list(outputs.rglob("AnyCrowd_mini*.mp4"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 0
+    assert tuple(read_video(videos[0]).shape) == (9, 128, 192, 3)
 
 
 # --- ComfyUI path == headless path on one scene ----------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import numpy as np
 import pytest
@@ -20,11 +19,11 @@ from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.scenes import make_scene
 from anycrowd_core.video_io import write_mp4, write_png
 from comfy_host import (
-    FakeServer, assert_progress_reaches, import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_patcher,
-    tiny_vace_state_dict_file,
+    assert_progress_reaches, comfy_node_registry, requires_comfyui, run_api_prompt, text_conditioning,
+    tiny_vace_patcher, tiny_vace_state_dict_file, with_stand_in_encoders,
 )
-from pack import REPO
 from comfy_vae_stand_in import TestVAE
+from pack import REPO
 
 pytestmark = requires_comfyui
 
@@ -34,25 +33,7 @@ KEYS = (
     "AnyCrowdPoseExtractor", "AnyCrowdPoseFromKeypoints", "AnyCrowdMasksFromPoses",
     "AnyCrowdFaceControl", "AnyCrowdLongVideoSampler", "AnyCrowdLoadAdapter", "AnyCrowdMiniLoader",
 )
-TEXT_DIM = 4096  # umT5-XXL width: ComfyUI's Wan detection fixes text_dim 4096
 H, W, T = 64, 96, 9
-
-
-
-
-def text_cond(seed: int, length: int = 6):
-    gen = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, length, TEXT_DIM, generator=gen) * 0.1, {}]]
-
-
-@pytest.fixture(scope="module")
-def pack():
-    return load_pack_with_comfy()
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_vace_patcher(seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -70,24 +51,14 @@ def encoded(pack, scene):
     union = np.concatenate([np.nanmin(b[..., :2], 1), np.nanmax(b[..., 2:], 1)], -1)
     boxes = "\n".join(",".join(f"{v:g}" for v in row) for row in union)
     return pack.nodes.node_iilr_encode.AnyCrowdIILREncode().encode(
-        text_cond(1), text_cond(2), TestVAE(), instances, scene.pose_video, W, H, T, 1, 1.0, boxes=boxes
+        text_conditioning(1), text_conditioning(2), TestVAE(), instances, scene.pose_video, W, H, T, 1, 1.0, boxes=boxes
     )
-
-
-def get_comfy_nodes():
-    import_comfy()
-    import utils.install_util  # noqa: F401  (ComfyUI's server imports it before the extras)
-    import nodes as comfy_nodes  # ComfyUI's top-level module (ours is comfyui_anycrowd.nodes)
-
-    if "GetVideoComponents" not in comfy_nodes.NODE_CLASS_MAPPINGS:
-        asyncio.run(comfy_nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-    return comfy_nodes
 
 
 # --- loading ----------------------------------------------------------------------------
 
 def test_package_loads_through_comfyuis_custom_node_loader_under_a_hyphenated_name(tmp_path):
-    comfy_nodes = get_comfy_nodes()
+    comfy_nodes = comfy_node_registry()
     link = tmp_path / "ComfyUI-AnyCrowd"
     link.symlink_to(REPO, target_is_directory=True)
     assert asyncio.run(comfy_nodes.load_custom_node(str(link), module_parent="custom_nodes")) is True
@@ -143,13 +114,13 @@ def test_vae_adapter_with_comfyuis_real_wan21_vae_class(pack):
 # --- native model and samplers ------------------------------------------------------------
 
 def test_iilr_conditioning_runs_on_the_native_model_with_the_native_ksampler(encoded, model):
-    comfy_nodes = get_comfy_nodes()
+    comfy_nodes = comfy_node_registry()
     positive, negative, latent, trim, layout = encoded
     out = comfy_nodes.KSampler().sample(model, 0, 2, 3.0, "euler", "simple", positive, negative, latent)[0]
     assert out["samples"].shape == latent["samples"].shape == (1, 16, trim + 3, H // 8, W // 8)
     assert torch.isfinite(out["samples"]).all()
     # the VACE context reaches the model: without it the result differs
-    plain = comfy_nodes.KSampler().sample(model, 0, 2, 3.0, "euler", "simple", text_cond(1), text_cond(2), latent)[0]
+    plain = comfy_nodes.KSampler().sample(model, 0, 2, 3.0, "euler", "simple", text_conditioning(1), text_conditioning(2), latent)[0]
     assert not torch.allclose(plain["samples"], out["samples"])
 
 
@@ -162,7 +133,7 @@ def sampler_kwargs(encoded, **overrides):
 
 
 def test_sampler_global_mode_equals_native_ksampler_then_trim(pack, encoded, model):
-    comfy_nodes = get_comfy_nodes()
+    comfy_nodes = comfy_node_registry()
     kw = sampler_kwargs(encoded, attention_mode="global")
     ours = pack.nodes.node_sampler.AnyCrowdSampler().sample(model, **kw)[0]["samples"]
     native = comfy_nodes.KSampler().sample(model, 3, 3, 3.0, "euler", "simple", kw["positive"], kw["negative"], kw["latent"])[0]
@@ -240,7 +211,7 @@ def test_two_expert_sampler_equals_a_ksampler_advanced_chain_of_two_tsda_patches
     """The documented native graph: AnyCrowd TSDA Patch on each expert with the same layout, then
     KSamplerAdvanced (high: add noise, steps 0..switch, leftover noise) -> KSamplerAdvanced (low: no
     noise, switch..end). AnyCrowd Sampler with low_noise_model gives exactly its result."""
-    comfy_nodes = get_comfy_nodes()
+    comfy_nodes = comfy_node_registry()
     positive, negative, latent, trim, layout = encoded
     steps, boundary = 4, 0.875
     switch = switch_step_from_the_schedule(model, steps, boundary, sampler_name)
@@ -309,40 +280,6 @@ def test_experts_sampling_with_different_shifts_are_refused(pack, encoded, model
 
 # --- the API prompt through ComfyUI's executor ----------------------------------------------
 
-class TestTextEncode:
-    """Test-only stand-in for Load CLIP + CLIP Text Encode: umT5-XXL (5.7B parameters, fixed
-    config in ComfyUI) cannot be randomised here; gives a seeded [1, 6, 4096] CONDITIONING."""
-
-    __test__ = False
-    RETURN_TYPES = ("CONDITIONING",)
-    FUNCTION = "encode"
-    CATEGORY = "testing"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"text": ("STRING", {"multiline": True})}}
-
-    def encode(self, text):
-        return (text_cond(sum(text.encode()) % 1000),)
-
-
-class TestVAELoader:
-    """Test-only stand-in for Load VAE: returns TestVAE (ComfyUI's VAE API around TestCodec)."""
-
-    __test__ = False
-    RETURN_TYPES = ("VAE",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"vae_name": ("STRING", {})}}
-
-    def load(self, vae_name):
-        return (TestVAE(),)
-
-
-
 def make_test_variant(prompt: dict, *tiny_model_names: str) -> dict:
     """The shipped API prompt with the substitutions that make it run on CPU in seconds:
     - UNETLoader loads a tiny random Wan 2.1 VACE checkpoint (same keys, dim 256) from a temp
@@ -354,17 +291,12 @@ def make_test_variant(prompt: dict, *tiny_model_names: str) -> dict:
       (6 with two experts, so that both run: uni_pc at shift 12 puts 5 of 6 steps above 0.875).
     Every AnyCrowd node, LoadImage, LoadImageMask, the mask batching, LoadVideo,
     GetVideoComponents, ImageFromBatch, VAEDecode, CreateVideo and SaveVideo run unchanged."""
-    p = json.loads(json.dumps(prompt))
+    p = with_stand_in_encoders(prompt)
     by_type = {v["class_type"]: k for k, v in p.items()}
     loaders = [k for k, v in p.items() if v["class_type"] == "UNETLoader"]
     assert len(loaders) == len(tiny_model_names)
     for nid, name in zip(loaders, tiny_model_names):
         p[nid]["inputs"]["unet_name"] = name
-    del p[by_type["CLIPLoader"]]
-    for nid, node in p.items():
-        if node["class_type"] == "CLIPTextEncode":
-            p[nid] = {"class_type": "AnyCrowdTestTextEncode", "inputs": {"text": node["inputs"]["text"]}}
-    p[by_type["VAELoader"]]["class_type"] = "AnyCrowdTestVAELoader"
     enc = p[by_type["AnyCrowdIILREncode"]]["inputs"]
     enc.update(width=W, height=H, length=T, boxes=enc["boxes"].replace("80:", f"{T - 1}:"))
     p[by_type["ImageFromBatch"]]["inputs"]["length"] = T
@@ -376,10 +308,6 @@ def make_test_variant(prompt: dict, *tiny_model_names: str) -> dict:
 @pytest.mark.parametrize("workflow, experts", [("anycrowd_wan21_vace_1.3B_api.json", 1),
                                                ("anycrowd_wan22_vace_fun_A14B_api.json", 2)])
 def test_api_prompt_executes_through_comfyuis_executor(tmp_path, scene, pack, workflow, experts, caplog):
-    comfy_nodes = get_comfy_nodes()
-    import execution
-    import folder_paths
-
     models = tmp_path / "diffusion_models"
     models.mkdir()
     tiny = [tiny_vace_state_dict_file(models, seed=e, name=f"anycrowd_tiny_wan_vace_{e}.safetensors")
@@ -391,42 +319,19 @@ def test_api_prompt_executes_through_comfyuis_executor(tmp_path, scene, pack, wo
         write_png(scene.reference_masks[k].float()[..., None].expand(H, W, 3), inputs / f"anycrowd_mask_{k}.png")
     write_mp4(scene.pose_video, inputs / "anycrowd_pose.mp4", fps=12)  # not Wan's 16: the output must follow it
 
-    old_in, old_out = folder_paths.get_input_directory(), folder_paths.get_output_directory()
-    folder_paths.add_model_folder_path("diffusion_models", str(models))
-    folder_paths.set_input_directory(str(inputs))
-    folder_paths.set_output_directory(str(outputs))
-    added = {"AnyCrowdTestTextEncode": TestTextEncode, "AnyCrowdTestVAELoader": TestVAELoader}
-    registered = {k: v for k, v in pack.NODE_CLASS_MAPPINGS.items() if k not in comfy_nodes.NODE_CLASS_MAPPINGS}
-    comfy_nodes.NODE_CLASS_MAPPINGS.update({**added, **registered})
-    try:
-        shipped = json.loads((REPO / "workflows" / workflow).read_text())
-        prompt = make_test_variant(shipped, *(t.name for t in tiny))
-        caplog.set_level("INFO")
-        prompt_id = str(uuid.uuid4())
-        valid, error, good_outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
-        assert valid, (error, node_errors)
-        server = FakeServer()
-        executor = execution.PromptExecutor(server)
-        executor.execute(prompt, prompt_id, {}, good_outputs)
-        failures = [d for e, d in executor.status_messages if e == "execution_error"]
-        assert executor.success and not failures, failures
-        videos = list(outputs.rglob("AnyCrowd*.mp4"))
-        assert len(videos) == 1 and videos[0].stat().st_size > 0
-        from anycrowd_core.video_io import read_video
+    shipped = json.loads((REPO / "workflows" / workflow).read_text())
+    prompt = make_test_variant(shipped, *(t.name for t in tiny))
+    caplog.set_level("INFO")
+    run_api_prompt(pack, prompt, inputs, outputs, {"diffusion_models": models})
+    videos = list(outputs.rglob("AnyCrowd*.mp4"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 0
+    from anycrowd_core.video_io import read_video
 
-        frames = read_video(videos[0])
-        assert tuple(frames.shape[:3]) == (T, H, W)
-        import av
+    frames = read_video(videos[0])
+    assert tuple(frames.shape[:3]) == (T, H, W)
+    import av
 
-        with av.open(str(videos[0])) as container:  # CreateVideo takes the driving video's frame rate
-            assert container.streams.video[0].average_rate == 12
-        if experts == 2:  # both experts sampled: 5 high-noise steps, then 1 low-noise step
-            assert "high-noise expert for steps 0-5, low-noise expert for steps 5-6" in caplog.text
-    finally:
-        for key in list(added) + list(registered):
-            comfy_nodes.NODE_CLASS_MAPPINGS.pop(key, None)
-        folder_paths.set_input_directory(old_in)
-        folder_paths.set_output_directory(old_out)
-        paths = folder_paths.folder_names_and_paths["diffusion_models"][0]
-        if str(models) in paths:
-            paths.remove(str(models))
+    with av.open(str(videos[0])) as container:  # CreateVideo takes the driving video's frame rate
+        assert container.streams.video[0].average_rate == 12
+    if experts == 2:  # both experts sampled: 5 high-noise steps, then 1 low-noise step
+        assert "high-noise expert for steps 0-5, low-noise expert for steps 5-6" in caplog.text
