@@ -13,7 +13,7 @@ docs/sampling.md.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -105,10 +105,10 @@ def flow_denoiser(velocity_model: Callable[[torch.Tensor, torch.Tensor], torch.T
 
 def cfg_denoiser(
     cond_denoiser: Denoiser,
-    uncond_denoiser: Optional[Denoiser],
+    uncond_denoiser: Denoiser | None,
     scale: float,
     *,
-    batched: Optional[Denoiser] = None,
+    batched: Denoiser | None = None,
 ) -> Denoiser:
     """Classifier-free guidance (Ho & Salimans 2022) on x0 predictions: u + scale * (c - u).
 
@@ -143,7 +143,7 @@ def cumulative_cfg_denoiser(
     pose_scale: float,
     ref_scale: float,
     *,
-    batched: Optional[Denoiser] = None,
+    batched: Denoiser | None = None,
 ) -> Denoiser:
     """Cumulative classifier-free guidance (One-to-All, after InstructPix2Pix, Brooks et al.
     2023): u + pose_scale * (p - u) + ref_scale * (f - p), with u the unconditional, p the
@@ -163,7 +163,7 @@ def cumulative_cfg_denoiser(
     return denoiser
 
 
-def _guard(denoiser: Denoiser, cancel: Optional[Callable[[], bool]]) -> Denoiser:
+def _guard(denoiser: Denoiser, cancel: Callable[[], bool] | None) -> Denoiser:
     # Checking before (not after) each evaluation means a cancel costs at most the model call
     # already running, and no work is started once cancellation was requested.
     if cancel is None:
@@ -195,7 +195,7 @@ def _check_sigmas(sigmas: torch.Tensor) -> None:
 
 
 def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
-                 callback: Optional[Callback] = None, cancel: Optional[Callable[[], bool]] = None) -> torch.Tensor:
+                 callback: Callback | None = None, cancel: Callable[[], bool] | None = None) -> torch.Tensor:
     """Euler method on the probability-flow ODE (Karras et al. 2022, Algorithm 2 without the
     Heun correction). For a flow model d = (x - x0)/sigma is the velocity, so this is the
     plain rectified-flow Euler sampler (ComfyUI "euler")."""
@@ -212,7 +212,7 @@ def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
 
 
 def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
-                callback: Optional[Callback] = None, cancel: Optional[Callable[[], bool]] = None) -> torch.Tensor:
+                callback: Callback | None = None, cancel: Callable[[], bool] | None = None) -> torch.Tensor:
     """Heun's 2nd-order method (Karras et al. 2022, Algorithm 1/2 with S_churn = 0); the step
     to sigma = 0 is an Euler step, where the derivative is undefined (ComfyUI "heun").
     Costs two model evaluations per step except the last."""
@@ -244,7 +244,7 @@ def _half_log_snr(sigma: float) -> float:
 
 
 def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
-                    callback: Optional[Callback] = None, cancel: Optional[Callable[[], bool]] = None) -> torch.Tensor:
+                    callback: Callback | None = None, cancel: Callable[[], bool] | None = None) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, Algorithm 2) for the flow path
     alpha = 1 - sigma, with lambda = log((1 - sigma)/sigma).
 
@@ -293,7 +293,7 @@ SAMPLERS = {
 # ----------------------------------------------------------------------------- entry point
 
 
-def make_noise(shape: Sequence[int], seed: int, *, device: Union[str, torch.device, None] = None,
+def make_noise(shape: Sequence[int], seed: int, *, device: str | torch.device | None = None,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Standard normal noise drawn on the CPU from `seed`, then moved to `device`.
 
@@ -310,16 +310,16 @@ def make_noise(shape: Sequence[int], seed: int, *, device: Union[str, torch.devi
 
 def sample(
     denoiser: Denoiser,
-    noise: Union[torch.Tensor, Sequence[int]],
+    noise: torch.Tensor | Sequence[int],
     sigmas: torch.Tensor,
     sampler: str = "euler",
     *,
-    seed: Optional[int] = None,
-    latent: Optional[torch.Tensor] = None,
-    device: Union[str, torch.device, None] = None,
+    seed: int | None = None,
+    latent: torch.Tensor | None = None,
+    device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
-    callback: Optional[Callback] = None,
-    cancel: Optional[Callable[[], bool]] = None,
+    callback: Callback | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """Sample a clean latent from noise; returns x at sigmas[-1] (0 for a full schedule).
 

@@ -50,7 +50,7 @@ def model_metadata(cfg: WanVaceConfig, base: AdapterBase | None = None) -> dict[
     }
 
 
-def lora_state_dict(weights: Mapping[str, "object"]) -> dict[str, Tensor]:
+def lora_state_dict(weights: Mapping[str, object]) -> dict[str, Tensor]:
     """ComfyUI-format tensors from `{module path: LoraWeights}` (training.lora.lora_weights)."""
     out = {}
     for path, w in weights.items():
@@ -61,7 +61,7 @@ def lora_state_dict(weights: Mapping[str, "object"]) -> dict[str, Tensor]:
     return out
 
 
-def save_lora(path: str | os.PathLike, weights: Mapping[str, "object"], model_cfg: WanVaceConfig,
+def save_lora(path: str | os.PathLike, weights: Mapping[str, object], model_cfg: WanVaceConfig,
               *, rank: int, alpha: float, config_hash: str = "", extra: Mapping[str, str] | None = None,
               base: AdapterBase | None = None) -> Path:
     """Write the LoRA safetensors (atomically) with metadata (`base`: what it was trained on)."""

@@ -7,8 +7,8 @@ them; every step and constant is listed in docs/pose_detection.md.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -244,7 +244,7 @@ class _ModelIO:
 
     input_name: str
     input_hw: tuple[int, int]
-    batch: Optional[int]
+    batch: int | None
     dtype: type
     outputs: tuple[str, ...]
 
@@ -283,8 +283,8 @@ class DWPoseEstimator:
 
     def __init__(
         self,
-        detector_path: Union[str, os.PathLike],
-        pose_path: Union[str, os.PathLike],
+        detector_path: str | os.PathLike,
+        pose_path: str | os.PathLike,
         providers: Providers = "auto",
         det_threshold: float = 0.3,
         nms_iou: float = 0.45,
@@ -308,11 +308,11 @@ class DWPoseEstimator:
     @classmethod
     def from_folders(
         cls,
-        search_dirs: Sequence[Union[str, os.PathLike]],
-        detector: Optional[str] = None,
-        pose: Optional[str] = None,
+        search_dirs: Sequence[str | os.PathLike],
+        detector: str | None = None,
+        pose: str | None = None,
         **kwargs,
-    ) -> "DWPoseEstimator":
+    ) -> DWPoseEstimator:
         """Find the model files by name in `search_dirs` (recursively). `detector` / `pose`
         may name a file or give a path; by default the usual DWPose file names are tried."""
         det = find_model_file([detector] if detector else DETECTOR_FILES, search_dirs, "DWPose detector (YOLOX)")
@@ -418,8 +418,8 @@ class DWPoseEstimator:
     def estimate_video(
         self,
         frames,
-        progress: Optional[Callable[[int, int], None]] = None,
-        cancel: Optional[Callable[[], bool]] = None,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
     ) -> PoseSequence:
         """Poses of every frame of a `[T, H, W, 3]` RGB video (uint8, or float 0..1).
 
