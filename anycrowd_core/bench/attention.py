@@ -123,6 +123,15 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def probe_or_run(args, probe, run) -> int:
+    """The benchmarks' entry: `--probe` measures one case in this fresh process and prints one
+    JSON line for the parent; otherwise the whole benchmark, printed indented (one line with
+    --json)."""
+    out = probe(args) if args.probe else run(args)
+    print(json.dumps(out) if (args.json or args.probe) else json.dumps(out, indent=2))
+    return 0
+
+
 def _probe(args) -> dict:
     """Peak extra memory of one call of `args.probe` (run inside a fresh process)."""
     layout, ops, x, hooks = _setup(args)
@@ -201,10 +210,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-memory", action="store_true", help="skip the per-mode memory subprocesses")
     p.add_argument("--json", action="store_true", help="print one JSON object on one line (default: indented)")
     p.add_argument("--probe", choices=MODES, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    out = _probe(args) if args.probe else run(args)
-    print(json.dumps(out) if (args.json or args.probe) else json.dumps(out, indent=2))
-    return 0
+    return probe_or_run(p.parse_args(argv), _probe, run)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..long_video import DEFAULT_OVERLAP, STRATEGIES
-from .attention import _rss_kib
+from .attention import _rss_kib, probe_or_run
 
 
 def _frames_for(segments: int, segment_frames: int, overlap: int) -> int:
@@ -177,10 +177,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object on one line")
     p.add_argument("--probe", choices=STRATEGIES, help=argparse.SUPPRESS)
     p.add_argument("--frames", type=int, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    out = _probe(args) if args.probe else run(args)
-    print(json.dumps(out) if (args.json or args.probe) else json.dumps(out, indent=2))
-    return 0
+    return probe_or_run(p.parse_args(argv), _probe, run)
 
 
 if __name__ == "__main__":
