@@ -178,6 +178,36 @@ def assert_progress_reaches(calls, total: int) -> None:
     assert all(a < b for a, b in zip(values, values[1:])), values
 
 
+@contextmanager
+def progress_calls():
+    """ComfyUI's progress-bar hook set to record each update as (value, total) in the yielded list;
+    the hook and the interrupt flag are reset afterwards."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    calls = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
+    try:
+        yield calls
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+        mm.interrupt_current_processing(False)
+
+
+def cancel_at_first_progress(calls: list) -> None:
+    """From now on the progress hook records into `calls` and presses Cancel at the first update,
+    as ComfyUI's Cancel button does (interrupt_current_processing)."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    def cancel(value, total, preview, node_id=None):
+        calls.append((value, total))
+        mm.interrupt_current_processing(True)
+
+    calls.clear()
+    comfy.utils.set_progress_bar_global_hook(cancel)
+
+
 class FakeServer:
     """The part of ComfyUI's PromptServer that `execution.PromptExecutor` calls: collects the
     messages a run sends (progress, executed, errors) for the host tests to read."""

@@ -12,17 +12,14 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from comfy_host import assert_progress_reaches, import_comfy, load_pack_with_comfy, requires_comfyui  # noqa: E402
+from comfy_host import (  # noqa: E402
+    assert_progress_reaches, cancel_at_first_progress, import_comfy, progress_calls, requires_comfyui,
+)
 from pack import REPO  # noqa: E402
 
 pytestmark = requires_comfyui
 
 POSE_KEYS = ("AnyCrowdPoseExtractor", "AnyCrowdPoseFromKeypoints", "AnyCrowdMasksFromPoses")
-
-
-@pytest.fixture(scope="module")
-def pack():
-    return load_pack_with_comfy()
 
 
 @pytest.fixture
@@ -100,31 +97,20 @@ def extract_args():
 
 def test_extractor_runs_on_registered_files_with_comfyuis_progress_bar_and_cancel(pack, model_dir):
     import comfy.model_management as mm
-    import comfy.utils
 
     from test_node_pose import T
 
-    calls = []
     node = pack.nodes.node_pose.AnyCrowdPoseExtractor()
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
-    try:
+    with progress_calls() as calls:
         tracks = node.extract(**extract_args())[0]
         assert tracks.num_tracks == 2 and bool(tracks.present.all())
         assert_progress_reaches(calls, T)
         assert {t for _, t in calls} == {T}  # one bar, over the frames
 
-        def cancel_after_first(value, total, preview, node_id=None):
-            calls.append((value, total))
-            mm.interrupt_current_processing(True)  # what the Cancel button does
-
-        calls.clear()
-        comfy.utils.set_progress_bar_global_hook(cancel_after_first)
+        cancel_at_first_progress(calls)
         with pytest.raises(mm.InterruptProcessingException):
             node.extract(**extract_args())
         assert calls == [(1, T)]
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
-        mm.interrupt_current_processing(False)
 
 
 def test_pose_nodes_load_through_comfyuis_custom_node_loader(tmp_path):

@@ -19,8 +19,8 @@ from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.scenes import make_scene
 from anycrowd_core.video_io import write_mp4, write_png
 from comfy_host import (
-    assert_progress_reaches, comfy_node_registry, requires_comfyui, run_api_prompt, text_conditioning,
-    tiny_vace_patcher, tiny_vace_state_dict_file, with_stand_in_encoders,
+    assert_progress_reaches, cancel_at_first_progress, comfy_node_registry, progress_calls, requires_comfyui,
+    run_api_prompt, text_conditioning, tiny_vace_patcher, tiny_vace_state_dict_file, with_stand_in_encoders,
 )
 from comfy_vae_stand_in import TestVAE
 from pack import REPO
@@ -152,30 +152,19 @@ def test_sampler_shift_8_is_the_wan_default_and_other_shifts_change_the_schedule
 
 def test_sampler_reports_progress_and_honours_cancel_between_steps(pack, encoded, model):
     import comfy.model_management as mm
-    import comfy.utils
 
-    calls = []
     sampler = pack.nodes.node_sampler.AnyCrowdSampler()
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
-    try:
+    with progress_calls() as calls:
         for mode in ("masked", "tsda"):
             calls.clear()
             out = sampler.sample(model, **sampler_kwargs(encoded, attention_mode=mode))[0]["samples"]
             assert torch.isfinite(out).all()
             assert_progress_reaches(calls, 3)
 
-        def cancel_after_first(value, total, preview, node_id=None):
-            calls.append((value, total))
-            mm.interrupt_current_processing(True)  # what the Cancel button does
-
-        calls.clear()
-        comfy.utils.set_progress_bar_global_hook(cancel_after_first)
+        cancel_at_first_progress(calls)
         with pytest.raises(mm.InterruptProcessingException):
             sampler.sample(model, **sampler_kwargs(encoded, steps=5))
         assert [c for c in calls if c[1] == 5] == [(1, 5)]
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
-        mm.interrupt_current_processing(False)
 
 
 def test_sampler_leaves_the_input_model_unpatched(pack, encoded, model):
@@ -254,15 +243,9 @@ def test_two_experts_with_cumulative_guidance_split_the_same_schedule(pack, enco
 
 
 def test_two_experts_progress_runs_once_over_all_steps(pack, encoded, model, low_model):
-    import comfy.utils
-
-    calls = []
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
-    try:
+    with progress_calls() as calls:
         pack.nodes.node_sampler.AnyCrowdSampler().sample(model, **sampler_kwargs(encoded, steps=4),
                                                          low_noise_model=low_model, switch_boundary=0.875)
-    finally:
-        comfy.utils.set_progress_bar_global_hook(None)
     assert_progress_reaches(calls, 4)
     assert all(total == 4 for _value, total in calls)  # the low-noise part continues the same bar
 
