@@ -7,8 +7,9 @@ Plans come from `long_video.py`; behaviour and memory: docs/long_video.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor

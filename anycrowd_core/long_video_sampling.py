@@ -6,8 +6,8 @@ and memory: docs/long_video.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import torch
 from torch import Tensor
