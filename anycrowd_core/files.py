@@ -10,12 +10,12 @@ import contextlib
 import os
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Union
 
 from .errors import AnyCrowdError
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 def ensure_output_dir(path: PathLike, what: str = "the output folder") -> Path:

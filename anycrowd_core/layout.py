@@ -7,8 +7,8 @@ read by every attention mode (`attention/`). Rules: DESIGN.md "Token layout", do
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -82,7 +82,7 @@ class TokenLayout:
         """int64 `[V]`: number of candidates of each video token (>= 1, background included)."""
         return (self.candidates >= 0).sum(1)
 
-    def to(self, device: torch.device | str) -> "TokenLayout":
+    def to(self, device: torch.device | str) -> TokenLayout:
         """The same layout with every index tensor on `device`."""
 
         def move(v):

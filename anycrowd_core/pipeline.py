@@ -9,8 +9,8 @@ nodes run the same steps with ComfyUI's own model, VAE and sampler.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor

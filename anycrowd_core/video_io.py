@@ -7,8 +7,8 @@ All pixel data uses the package convention: float `[T, H, W, 3]` (or `[H, W, 3]`
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -16,8 +16,8 @@ import torch
 from .errors import AnyCrowdError, require_finite
 from .files import atomic_output
 
-PathLike = Union[str, os.PathLike]
-ArrayLike = Union[torch.Tensor, np.ndarray]
+PathLike = str | os.PathLike
+ArrayLike = torch.Tensor | np.ndarray
 
 
 def _to_uint8(frames: ArrayLike, ndim: int, what: str) -> np.ndarray:
@@ -48,7 +48,7 @@ def _pick_codec() -> str:
     return "libx264" if "libx264" in av.codec.codecs_available else "mpeg4"
 
 
-def write_mp4(frames: ArrayLike, path: PathLike, fps: int = 16, codec: Optional[str] = None) -> Path:
+def write_mp4(frames: ArrayLike, path: PathLike, fps: int = 16, codec: str | None = None) -> Path:
     """Write `[T, H, W, 3]` RGB frames (float 0..1 or uint8) to an H.264 (else MPEG-4) yuv420p MP4.
 
     Odd widths/heights are padded by one replicated edge pixel, since yuv420p needs even
@@ -127,9 +127,9 @@ def _fit_tile(frame: np.ndarray, tile_h: int, tile_w: int, background: int) -> n
 
 def preview_sheet(
     rows: Sequence[ArrayLike],
-    labels: Optional[Sequence[str]] = None,
+    labels: Sequence[str] | None = None,
     num_columns: int = 8,
-    tile_size: Optional[tuple] = None,
+    tile_size: tuple | None = None,
     label_height: int = 20,
 ) -> torch.Tensor:
     """Contact sheet: one row per video (`[T, H, W, 3]`) or image (`[H, W, 3]`), showing

@@ -7,7 +7,7 @@ How and why: docs/comfyui_patch.md. comfy.* is imported lazily, inside functions
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -13,7 +13,8 @@ import json
 import logging
 import math
 import numbers
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor

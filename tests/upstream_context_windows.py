@@ -8,8 +8,8 @@ Not ComfyUI code: written here from reading it, to pin the interface our patch f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

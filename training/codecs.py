@@ -82,12 +82,12 @@ class ComfyWanVAECodec:
             )
 
     @classmethod
-    def from_state_dict(cls, state_dict: dict, name: str = "comfy-vae") -> "ComfyWanVAECodec":
+    def from_state_dict(cls, state_dict: dict, name: str = "comfy-vae") -> ComfyWanVAECodec:
         comfy = import_comfy()
         return cls(comfy.sd.VAE(sd=state_dict), name=name)
 
     @classmethod
-    def from_file(cls, path) -> "ComfyWanVAECodec":
+    def from_file(cls, path) -> ComfyWanVAECodec:
         """Load a VAE file (e.g. ComfyUI/models/vae/wan_2.1_vae.safetensors) through ComfyUI."""
         path = _existing_file(path, "VAE file", "pass --vae with the path of the Wan 2.1 VAE "
                              "(wan_2.1_vae.safetensors, usually in ComfyUI/models/vae/)")

@@ -8,8 +8,8 @@ the DiT blocks (`blocks.N`) and/or VACE blocks (`vace_blocks.N`), as in AnyCrowd
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn

@@ -14,9 +14,9 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from anycrowd_core.codec import VideoCodec
 from anycrowd_core.errors import AnyCrowdError

@@ -7,7 +7,7 @@ Same object for headless sampling, ComfyUI's patched layers and training (AGF lo
 from __future__ import annotations
 
 import weakref
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -25,7 +25,7 @@ BRANCHES = ("dit", "vace")
 # copies of a GateBank that a host loads on other devices, keyed by the original bank, so every
 # hook holding that bank (e.g. the per-window hooks of ComfyUI's context windows) finds them;
 # weak both ways: the host owns the copies, the user's graph the original
-_GATE_COPIES: "weakref.WeakKeyDictionary[GateBank, weakref.WeakSet[GateBank]]" = weakref.WeakKeyDictionary()
+_GATE_COPIES: weakref.WeakKeyDictionary[GateBank, weakref.WeakSet[GateBank]] = weakref.WeakKeyDictionary()
 
 
 class AnyCrowdAttention:

@@ -9,8 +9,9 @@ projected tokens are mixed changes — the property diffusers' attention process
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor

@@ -101,7 +101,7 @@ class IdentityMasks:
         """float `[K, T, 4]` tight xyxy px boxes (x1, y1 exclusive), NaN where absent."""
         return mask_boxes(self.masks)
 
-    def select(self, ids: list[int]) -> "IdentityMasks":
+    def select(self, ids: list[int]) -> IdentityMasks:
         """The identities with these numbers, in this order."""
         pos = {i: p for p, i in enumerate(self.ids)}
         idx = [pos[i] for i in ids]
@@ -109,7 +109,7 @@ class IdentityMasks:
         return IdentityMasks(self.masks[sel], [self.ids[p] for p in idx], self.colours[sel],
                              [self.names[p] for p in idx])
 
-    def frame(self, t: int) -> "IdentityMasks":
+    def frame(self, t: int) -> IdentityMasks:
         """Frame t as a one-frame IdentityMasks, keeping only the identities visible in it."""
         if not 0 <= t < self.num_frames:
             raise AnyCrowdError(f"Frame {t} is outside the mask video (0..{self.num_frames - 1}).")

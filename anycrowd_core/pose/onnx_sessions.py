@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 from ..errors import AnyCrowdError
 
@@ -23,7 +23,7 @@ AUTO_PROVIDERS = (
     "CoreMLExecutionProvider",
 )
 
-Providers = Union[str, Sequence[str]]
+Providers = str | Sequence[str]
 """`"auto"` (GPU provider when present, then CPU), `"cpu"`, or explicit provider names."""
 
 DETECTOR_FILES = ("yolox_l.onnx",)
@@ -83,7 +83,7 @@ def resolve_providers(providers: Providers = "auto") -> list[str]:
     return chosen
 
 
-def get_session(path: Union[str, os.PathLike], providers: Providers = "auto"):
+def get_session(path: str | os.PathLike, providers: Providers = "auto"):
     """The cached `onnxruntime.InferenceSession` for this file and provider list.
 
     The key includes the file's modification time, so a replaced file is loaded afresh.
@@ -127,7 +127,7 @@ def release_sessions() -> int:
 
 def find_model_file(
     candidates: Sequence[str],
-    search_dirs: Sequence[Union[str, os.PathLike]],
+    search_dirs: Sequence[str | os.PathLike],
     what: str,
 ) -> Path:
     """First file named like one of `candidates` in `search_dirs` (searched recursively, in

@@ -10,8 +10,8 @@ from __future__ import annotations
 import colorsys
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import cv2
 import numpy as np

@@ -7,7 +7,7 @@ side only pads, clips and marks absent frames here; it does not build latent-fra
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

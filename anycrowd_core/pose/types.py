@@ -34,7 +34,7 @@ class FramePoses:
     scores: Tensor
 
     @classmethod
-    def empty(cls) -> "FramePoses":
+    def empty(cls) -> FramePoses:
         return cls(torch.zeros(0, NUM_KEYPOINTS, 3), torch.zeros(0, 4), torch.zeros(0))
 
     @property

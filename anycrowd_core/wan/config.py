@@ -7,8 +7,8 @@ head count, which Wan fixes through a head dimension of 128 (as ComfyUI assumes 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Mapping
 
 import torch
 
@@ -73,7 +73,7 @@ class WanVaceConfig:
         return {n * step: n for n in range(self.vace_layers)}
 
     @classmethod
-    def preset(cls, name: str) -> "WanVaceConfig":
+    def preset(cls, name: str) -> WanVaceConfig:
         """'wan2.1-vace-1.3b' or 'wan2.1-vace-14b' (also '1.3b' / '14b')."""
         key = name.lower().removeprefix("wan2.1-vace-")
         if key not in PRESETS:
@@ -87,7 +87,7 @@ class WanVaceConfig:
     @classmethod
     def from_state_dict(
         cls, state_dict: Mapping[str, torch.Tensor], num_heads: int | None = None
-    ) -> "WanVaceConfig":
+    ) -> WanVaceConfig:
         """Infer the config from unprefixed checkpoint keys and shapes.
 
         `num_heads` defaults to dim // 128 (Wan's head width); pass it for other sizes.
@@ -126,7 +126,7 @@ class WanVaceConfig:
             cross_attn_norm="blocks.0.norm3.weight" in state_dict,
         )
 
-    def with_(self, **changes) -> "WanVaceConfig":
+    def with_(self, **changes) -> WanVaceConfig:
         return replace(self, **changes)
 
 

@@ -7,8 +7,8 @@ meta device and filled with `assign=True`, so a 14B file is held in memory once.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import torch
 from torch import Tensor

@@ -6,7 +6,7 @@ same arithmetic as ComfyUI (W += strength * alpha / rank * B @ A).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn

@@ -9,7 +9,7 @@ which is where TSDA / masked attention plug in without touching the parameters.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
