@@ -154,7 +154,7 @@ def test_gates_load_back_and_change_the_tsda_output(tmp_path):
 def test_comfyui_loader_maps_every_key_and_matches_our_merged_model(tmp_path):
     from comfy_host import import_comfy, tiny_vace_config, tiny_vace_patcher, tiny_vace_state_dict
 
-    comfy = import_comfy()
+    import_comfy()
     import comfy.lora
 
     cfg = tiny_vace_config()

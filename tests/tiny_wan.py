@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from anycrowd_core.wan import WanVaceConfig, WanVaceModel, random_state_dict, random_wan_vace
+from anycrowd_core.wan import WanVaceConfig, WanVaceModel, random_state_dict, random_wan_vace  # noqa: F401  (tests import random_state_dict from here)
 
 
 def tiny_config(**overrides) -> WanVaceConfig:
