@@ -5,6 +5,8 @@ kind) is raised as `AnyCrowdError` with a message that names the problem and the
 ComfyUI shows the message in its error dialog; the CLIs print it without a traceback.
 """
 
+from __future__ import annotations
+
 
 class AnyCrowdError(ValueError):
     """A user-fixable problem with inputs, files or settings."""

@@ -4,6 +4,8 @@ A zero context makes every text token identical, so cross-attention returns the 
 for any prompt length: ComfyUI's empty CONDITIONING and the headless `[1, 1, D]` agree.
 """
 
+from __future__ import annotations
+
 import torch
 
 
