@@ -100,6 +100,16 @@ def comfy_node_registry():
     return comfy_nodes
 
 
+def load_as_custom_node(folder: Path) -> bool:
+    """Load the repository through ComfyUI's own custom-node loader from a link named
+    `ComfyUI-AnyCrowd` (hyphenated, as users clone it) in `folder`; True when ComfyUI loaded it."""
+    from pack import REPO
+
+    link = Path(folder) / "ComfyUI-AnyCrowd"
+    link.symlink_to(REPO, target_is_directory=True)
+    return asyncio.run(comfy_node_registry().load_custom_node(str(link), module_parent="custom_nodes"))
+
+
 def text_conditioning(seed: int, length: int = 6):
     """A seeded CONDITIONING of umT5-XXL's width (4096, fixed by ComfyUI's Wan detection)."""
     gen = torch.Generator().manual_seed(seed)

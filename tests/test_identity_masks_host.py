@@ -6,7 +6,6 @@ models, with the mask video saved as H.264 and read back by ComfyUI's own Load V
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -16,6 +15,7 @@ from anycrowd_core.scenes import make_scene
 from anycrowd_core.video_io import read_video, write_mp4, write_png
 from comfy_host import (
     comfy_node_registry,
+    load_as_custom_node,
     requires_comfyui,
     run_api_prompt,
     tiny_vace_state_dict_file,
@@ -38,9 +38,7 @@ def scene():
 
 def test_identity_masks_registers_through_comfyuis_custom_node_loader_and_runs(tmp_path, scene):
     registry = comfy_node_registry()
-    link = tmp_path / "ComfyUI-AnyCrowd"
-    link.symlink_to(REPO, target_is_directory=True)
-    assert asyncio.run(registry.load_custom_node(str(link), module_parent="custom_nodes")) is True
+    assert load_as_custom_node(tmp_path) is True
     cls = registry.NODE_CLASS_MAPPINGS[KEY]
     assert not hasattr(cls, "MISSING_DEPENDENCY")
     assert "ComfyUI-AnyCrowd.nodes.node_identity_masks" in cls.__module__

@@ -13,9 +13,9 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from comfy_host import (  # noqa: E402
-    assert_progress_reaches, cancel_at_first_progress, import_comfy, progress_calls, requires_comfyui,
+    assert_progress_reaches, cancel_at_first_progress, comfy_node_registry, import_comfy, load_as_custom_node,
+    progress_calls, requires_comfyui,
 )
-from pack import REPO  # noqa: E402
 
 pytestmark = requires_comfyui
 
@@ -114,13 +114,8 @@ def test_extractor_runs_on_registered_files_with_comfyuis_progress_bar_and_cance
 
 
 def test_pose_nodes_load_through_comfyuis_custom_node_loader(tmp_path):
-    import_comfy()
-    import utils.install_util  # noqa: F401  (ComfyUI's server imports it before the extras)
-    import nodes as comfy_nodes  # ComfyUI's top-level module (ours is comfyui_anycrowd.nodes)
-
-    link = tmp_path / "ComfyUI-AnyCrowd"
-    link.symlink_to(REPO, target_is_directory=True)
-    assert asyncio.run(comfy_nodes.load_custom_node(str(link), module_parent="custom_nodes")) is True
+    comfy_nodes = comfy_node_registry()
+    assert load_as_custom_node(tmp_path) is True
     for key in POSE_KEYS:
         cls = comfy_nodes.NODE_CLASS_MAPPINGS[key]
         assert not hasattr(cls, "MISSING_DEPENDENCY"), key

@@ -8,7 +8,6 @@ listed in test_api_prompt_executes_through_comfyuis_executor (and docs/comfyui_n
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import numpy as np
@@ -19,7 +18,7 @@ from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.scenes import make_scene
 from anycrowd_core.video_io import write_mp4, write_png
 from comfy_host import (
-    assert_progress_reaches, cancel_at_first_progress, comfy_node_registry, progress_calls, requires_comfyui,
+    assert_progress_reaches, cancel_at_first_progress, comfy_node_registry, load_as_custom_node, progress_calls, requires_comfyui,
     run_api_prompt, text_conditioning, tiny_vace_patcher, tiny_vace_state_dict_file, with_stand_in_encoders,
 )
 from comfy_vae_stand_in import TestVAE
@@ -59,9 +58,7 @@ def encoded(pack, scene):
 
 def test_package_loads_through_comfyuis_custom_node_loader_under_a_hyphenated_name(tmp_path):
     comfy_nodes = comfy_node_registry()
-    link = tmp_path / "ComfyUI-AnyCrowd"
-    link.symlink_to(REPO, target_is_directory=True)
-    assert asyncio.run(comfy_nodes.load_custom_node(str(link), module_parent="custom_nodes")) is True
+    assert load_as_custom_node(tmp_path) is True
     for key in KEYS:
         cls = comfy_nodes.NODE_CLASS_MAPPINGS[key]
         assert not hasattr(cls, "MISSING_DEPENDENCY"), key
