@@ -166,19 +166,20 @@ class ScenarioSummary:
     id_pred: int = 0
 
 
-def summarize(name: str, runs: list[TrackingScore]) -> ScenarioSummary:
-    total = lambda f: sum(getattr(r, f) for r in runs)  # noqa: E731
-    pf = total("person_frames")
-    covered = sum(r.coverage * r.person_frames for r in runs)
+SUMMED = ("identities", "tracks", "frames", "id_switches", "track_swaps", "fragmentations", "missed_tracks",
+          "false_tracks", "false_detections_kept", "person_frames", "idtp", "id_true", "id_pred")
+
+
+def summarize(name: str, runs: list[TrackingScore] | list[ScenarioSummary]) -> ScenarioSummary:
+    """Counts summed over `runs`, IDF1 and coverage pooled over all their frames (runs may be
+    seeds of one scenario, or scenario summaries for the grand total)."""
+    sums = {f: sum(getattr(r, f) for r in runs) for f in SUMMED}
     return ScenarioSummary(
-        name=name, seeds=len(runs), identities=total("identities"), tracks=total("tracks"), frames=total("frames"),
-        id_switches=total("id_switches"), track_swaps=total("track_swaps"), fragmentations=total("fragmentations"),
-        missed_tracks=total("missed_tracks"), false_tracks=total("false_tracks"),
-        false_detections_kept=total("false_detections_kept"),
+        name=name, seeds=len(runs), **sums,
         seeds_with_switches=sum(r.id_switches > 0 for r in runs),
-        idf1=2 * total("idtp") / max(total("id_true") + total("id_pred"), 1),
-        coverage=covered / max(pf, 1), person_frames=pf, seconds=round(total("seconds"), 4),
-        idtp=total("idtp"), id_true=total("id_true"), id_pred=total("id_pred"),
+        idf1=2 * sums["idtp"] / max(sums["id_true"] + sums["id_pred"], 1),
+        coverage=sum(r.coverage * r.person_frames for r in runs) / max(sums["person_frames"], 1),
+        seconds=round(sum(r.seconds for r in runs), 4),
     )
 
 
@@ -216,14 +217,13 @@ def format_table(scores: list[TrackingScore] | list[ScenarioSummary]) -> str:
     ]
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = ["  ".join(str(v).ljust(widths[i]) if i == 0 else str(v).rjust(widths[i]) for i, v in enumerate(r)) for r in rows]
-    total = sum(s.id_switches for s in rows_in)
-    pf = sum(s.person_frames for s in rows_in)
-    cov = sum(s.coverage * s.person_frames for s in rows_in) / max(pf, 1)
+    total = summarize("total", rows_in)
+    pf = total.person_frames
     worst = min((s.coverage for s in rows_in), default=1.0)
-    idf1 = 2 * sum(s.idtp for s in rows_in) / max(sum(s.id_true + s.id_pred for s in rows_in), 1)
-    lines.append(f"total identity switches: {total}")
-    lines.append(f"person-frames: {pf}; identity switches per 1,000 person-frames: {1000 * total / max(pf, 1):.2f}; "
-                 f"IDF1 {100 * idf1:.2f}%; coverage {100 * cov:.2f}% (lowest scenario {100 * worst:.1f}%)")
+    lines.append(f"total identity switches: {total.id_switches}")
+    lines.append(f"person-frames: {pf}; identity switches per 1,000 person-frames: "
+                 f"{1000 * total.id_switches / max(pf, 1):.2f}; IDF1 {100 * total.idf1:.2f}%; "
+                 f"coverage {100 * total.coverage:.2f}% (lowest scenario {100 * worst:.1f}%)")
     return "\n".join(lines)
 
 
