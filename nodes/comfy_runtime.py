@@ -176,6 +176,31 @@ def apply_shift(model: Any, shift: float):
     return out
 
 
+def _start_sampling(model: Any, latent: dict, seed: int, preview_steps: int, preview_from: int,
+                    total: int | None = None):
+    """What every sampling path does before its first step, as nodes.common_ksampler: check
+    Cancel, the latent's channels, the seeded noise (comfy.sample.prepare_noise) and the
+    preview/progress callback. Returns (latent image, noise, callback_from): callback_from(k)
+    is the step callback of a part starting at step k; it reports against `total` steps, or
+    against the sampler's own count when None."""
+    comfy_sample = require_comfy("comfy.sample", "AnyCrowd Sampler")
+    latent_preview = require_comfy("latent_preview", "AnyCrowd Sampler")
+    check_interrupted()
+    latent_image = comfy_sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy_sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    preview = latent_preview.prepare_callback(model, preview_steps)
+
+    def callback_from(offset: int):
+        def callback(step, x0, x, total_steps):
+            # main.py's progress hook checks Cancel too, but only when the server installed it
+            # (not in headless executors or tests); checking here makes Cancel reliable.
+            check_interrupted()
+            preview(offset + step, x0[:, :, preview_from:], x, total_steps if total is None else total)
+        return callback
+
+    return latent_image, noise, callback_from
+
+
 def sample(
     model: Any,
     latent: dict,
@@ -198,19 +223,9 @@ def sample(
     ComfyUI's previewer shows a video latent's first frame). `guider`: a GUIDER used
     instead of plain CFG (cumulative guidance), on KSampler's schedule and sampler."""
     comfy_sample = require_comfy("comfy.sample", "AnyCrowd Sampler")
-    latent_preview = require_comfy("latent_preview", "AnyCrowd Sampler")
     utils = require_comfy("comfy.utils", "AnyCrowd Sampler")
-    check_interrupted()
-    latent_image = comfy_sample.fix_empty_latent_channels(model, latent["samples"])
-    noise = comfy_sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
-    preview = latent_preview.prepare_callback(model, steps)
-
-    def callback(step, x0, x, total_steps):
-        # main.py's progress hook checks Cancel too, but only when the server installed it
-        # (not in headless executors or tests); checking here makes Cancel reliable.
-        check_interrupted()
-        preview(step, x0[:, :, preview_from:], x, total_steps)
-
+    latent_image, noise, callback_from = _start_sampling(model, latent, seed, steps, preview_from)
+    callback = callback_from(0)
     if guider is not None:
         return sample_with_guider(model, guider, noise, latent_image, steps=steps, sampler_name=sampler_name,
                                   scheduler=scheduler, denoise=denoise, noise_mask=latent.get("noise_mask"),
@@ -249,7 +264,6 @@ def sample_two_experts(
 
     comfy_sample = require_comfy("comfy.sample", "AnyCrowd Sampler")
     samplers = require_comfy("comfy.samplers", "AnyCrowd Sampler")
-    latent_preview = require_comfy("latent_preview", "AnyCrowd Sampler")
     utils = require_comfy("comfy.utils", "AnyCrowd Sampler")
     mm = require_comfy("comfy.model_management", "AnyCrowd Sampler")
     check_interrupted()
@@ -262,17 +276,9 @@ def sample_two_experts(
         )
     sigmas, total = schedules[0], len(schedules[0]) - 1
     switch = expert_switch_step(sigmas, switch_boundary)
-    latent_image = comfy_sample.fix_empty_latent_channels(high, latent["samples"])
-    noise = comfy_sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
-    preview = latent_preview.prepare_callback(high, total)
+    # one progress bar over both parts: every step reports against the whole schedule's total
+    latent_image, noise, callback_from = _start_sampling(high, latent, seed, total, preview_from, total=total)
     disable_pbar, noise_mask = not utils.PROGRESS_BAR_ENABLED, latent.get("noise_mask")
-
-    def callback_from(offset: int):
-        def callback(step, x0, x, total_steps):
-            check_interrupted()
-            preview(offset + step, x0[:, :, preview_from:], x, total)  # one progress bar over both parts
-        return callback
-
     x, first = latent_image, True
     for model, guider, start, end in ((high, guiders[0], 0, switch), (low, guiders[1], switch, total)):
         if start == end:
