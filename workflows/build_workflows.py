@@ -98,6 +98,12 @@ GRAPH = {
 }
 
 
+def widgets_with(widgets: list, **changes) -> list:
+    """A node's widget list with some values changed: a graph reusing another graph's node
+    keeps every other value (and any widget added later) in step with it."""
+    return [(name, changes.get(name, value)) for name, value in widgets]
+
+
 def api_prompt(graph: dict | None = None) -> dict:
     graph = GRAPH if graph is None else graph
     prompt = {}
@@ -320,8 +326,7 @@ IDM_GRAPH = {
     18: ("AnyCrowdIILREncode", (1240, 60), (420, 560),
          {"positive": (4, 0), "negative": (5, 0), "vae": (3, 0), "instances": (16, 0), "control_video": (13, 0),
           "tracks": (14, 1), "binding": (14, 2)},
-         [("width", 832), ("height", 480), ("length", 81), ("batch_size", 1), ("strength", 1.0), ("boxes", ""),
-          ("binding", ""), ("background_reference", True)], None),
+         widgets_with(GRAPH[18][4], boxes=""), None),
     19: ("AnyCrowdSampler", (1700, 60), (340, 420),
          {"model": (1, 0), "positive": (18, 0), "negative": (18, 1), "latent": (18, 2), "layout": (18, 4)},
          GRAPH[19][4], None),
@@ -361,9 +366,7 @@ WAN22_GRAPH = {
     19: ("AnyCrowdSampler", (1700, 60), (340, 470),
          {"model": (1, 0), "positive": (18, 0), "negative": (18, 1), "latent": (18, 2), "layout": (18, 4),
           "low_noise_model": (23, 0)},
-         [("attention_mode", "masked"), ("agf_mode", "gated"), ("seed", 42), (CONTROL, "fixed"), ("steps", 20),
-          ("cfg", 5.0), ("sampler_name", "uni_pc"), ("scheduler", "simple"), ("shift", 12.0), ("denoise", 1.0),
-          ("guidance", "cfg"), ("ref_cfg", 1.5), ("switch_boundary", 0.875)],
+         widgets_with(GRAPH[19][4], cfg=5.0, shift=12.0),
          "AnyCrowd Sampler (both experts, low-noise from sigma < 0.875)"),
     **{nid: GRAPH[nid] for nid in (20, 21)},
     22: ("SaveVideo", (2080, 290), (420, 420), {"video": (21, 0)},
@@ -379,19 +382,20 @@ def wan22_ui_workflow() -> dict:
     return ui_workflow(WAN22_GRAPH, workflow_id="5f1c2a7e-4b7d-4f3e-9a51-0a9c0d0e0004")
 
 
+# every file this script writes, with the function that builds it
+FILES = (
+    (UI_FILE, ui_workflow), (API_FILE, api_prompt),
+    (LONG_UI_FILE, long_ui_workflow), (LONG_API_FILE, long_api_prompt),
+    (MINI_UI_FILE, mini_ui_workflow), (MINI_API_FILE, mini_api_prompt),
+    (IDM_UI_FILE, idm_ui_workflow), (IDM_API_FILE, idm_api_prompt),
+    (WAN22_UI_FILE, wan22_ui_workflow), (WAN22_API_FILE, wan22_api_prompt),
+)
+
+
 def main() -> None:
-    UI_FILE.write_text(json.dumps(ui_workflow(), indent=1) + "\n")
-    API_FILE.write_text(json.dumps(api_prompt(), indent=1) + "\n")
-    LONG_UI_FILE.write_text(json.dumps(long_ui_workflow(), indent=1) + "\n")
-    LONG_API_FILE.write_text(json.dumps(long_api_prompt(), indent=1) + "\n")
-    MINI_UI_FILE.write_text(json.dumps(mini_ui_workflow(), indent=1) + "\n")
-    MINI_API_FILE.write_text(json.dumps(mini_api_prompt(), indent=1) + "\n")
-    IDM_UI_FILE.write_text(json.dumps(idm_ui_workflow(), indent=1) + "\n")
-    IDM_API_FILE.write_text(json.dumps(idm_api_prompt(), indent=1) + "\n")
-    WAN22_UI_FILE.write_text(json.dumps(wan22_ui_workflow(), indent=1) + "\n")
-    WAN22_API_FILE.write_text(json.dumps(wan22_api_prompt(), indent=1) + "\n")
-    print(f"wrote {', '.join(f.name for f in (UI_FILE, API_FILE, LONG_UI_FILE, LONG_API_FILE, MINI_UI_FILE))}, "
-          f"{MINI_API_FILE.name}, {IDM_UI_FILE.name} and {IDM_API_FILE.name}")
+    for path, build in FILES:
+        path.write_text(json.dumps(build(), indent=1) + "\n")
+    print(f"wrote {', '.join(path.name for path, _build in FILES)}")
 
 
 if __name__ == "__main__":
