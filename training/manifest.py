@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def read_manifest(manifest: Path) -> tuple[list[ManifestSample], list[dict]]:
         except AnyCrowdError as exc:
             skipped.append({"line": i, "id": "?", "clip": None, "reason": str(exc)})
     ids = [s.id for s in samples]
-    dup = {x for x in ids if ids.count(x) > 1}
+    dup = {x for x, n in Counter(ids).items() if n > 1}
     if dup:
         raise AnyCrowdError(f"manifest ids {sorted(dup)} appear more than once: every sample needs its own id.")
     return samples, skipped
