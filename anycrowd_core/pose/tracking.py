@@ -32,6 +32,16 @@ _ACTIVE, _DORMANT, _DEAD = 0, 1, 2
 _LEFT, _TOP, _RIGHT, _BOTTOM = 1, 2, 4, 8
 
 
+def colour_cost(weight: float, hist_a: np.ndarray, ok_a: np.ndarray, hist_b: np.ndarray, ok_b: np.ndarray,
+                clear: np.ndarray | None = None) -> np.ndarray:
+    """The appearance term `[A, B]` of an assignment cost: histogram distance minus
+    APPEARANCE_SAME where both sides have a colour, scaled by `clear` (how much of each B
+    torso is free of other people's boxes: a partly covered one counts less), 0 elsewhere."""
+    both = ok_a[:, None] & ok_b[None, :]
+    scale = 1.0 if clear is None else (0.4 + 0.6 * clear)[None, :]
+    return weight * np.where(both, (histogram_distance(hist_a, hist_b) - APPEARANCE_SAME) * scale, 0.0)
+
+
 @dataclass(frozen=True)
 class TrackerConfig:
     """Tracker parameters (frames, fractions of a person's height, or costs in 0..~1.5).
@@ -421,10 +431,8 @@ class Tracker:
             cost = association_cost(pred_boxes, pred_kp, self.rel_valid[active], det_boxes, det_xy, det_valid,
                                     cfg.iou_weight, cfg.kpt_weight, state[:, 3], box_rel, _terms=terms)
             if app is not None:
-                both = self.hist_ok[active][:, None] & app[1][None, :]
-                dist = histogram_distance(self.hist[active], app[0])
-                cost = cost + cfg.appearance_weight * np.where(
-                    both, (dist - APPEARANCE_SAME) * (0.4 + 0.6 * app[2])[None, :], 0.0)
+                cost = cost + colour_cost(cfg.appearance_weight, self.hist[active], self.hist_ok[active],
+                                          app[0], app[1], app[2])
             # Gate on the cost itself; rank with a small penalty per missed frame so a track
             # seen in the last frame wins a tie against one coasting blind through the same
             # place (someone walking behind a person who stands still).
@@ -461,10 +469,7 @@ class Tracker:
         # again by its own track where it shows close to its predicted stretch, even by a weak
         # (partly covered) detection, instead of starting a new track that must first be confirmed.
         if cfg.bridge_hidden and free_det.any():
-            waiting = np.flatnonzero((self.status[:n] == _DORMANT) & (self.sides[:n] == 0)
-                                     & (self.n_obs[:n] >= self.need[:n]))
-            if cfg.reentry_gap is not None and len(waiting):
-                waiting = waiting[t - self.last_t[waiting] - 1 <= cfg.reentry_gap]
+            waiting = np.flatnonzero(self._lost_inside(n, t) & (self.n_obs[:n] >= self.need[:n]))
             cand = np.flatnonzero(free_det & (det_valid.sum(1) >= KPT_RELIABLE))
             if len(waiting) and len(cand):
                 z = _to_cxcywh(det_boxes[cand])
@@ -472,10 +477,8 @@ class Tracker:
                 cost = self._stretch_distance(waiting, np.full(len(cand), t), z[:, :2]) / h[:, None]
                 cost = cost + np.abs(np.log(np.maximum(z[None, :, 3], 1.0) / h[:, None]))
                 if app is not None:
-                    both = self.hist_ok[waiting][:, None] & app[1][cand][None, :]
-                    dist = histogram_distance(self.hist[waiting], app[0][cand])
-                    cost = cost + cfg.appearance_weight * np.where(
-                        both, (dist - APPEARANCE_SAME) * (0.4 + 0.6 * app[2][cand])[None, :], 0.0)
+                    cost = cost + colour_cost(cfg.appearance_weight, self.hist[waiting], self.hist_ok[waiting],
+                                              app[0][cand], app[1][cand], app[2][cand])
                 rows, cols = match_pairs(cost, cfg.hidden_pickup_max_cost)
                 if len(rows):
                     tr_idx, c = waiting[rows], cand[cols]
@@ -494,10 +497,7 @@ class Tracker:
             self._grow(n + len(starters))
             self.n = n + len(starters)
             self.need[new] = cfg.min_track_length
-            lost_inside = (self.status[:n] == _DORMANT) & (self.sides[:n] == 0)
-            if cfg.reentry_gap is not None:
-                lost_inside &= t - self.last_t[:n] - 1 <= cfg.reentry_gap
-            hidden = np.flatnonzero((((self.status[:n] == _ACTIVE) & (self.last_t[:n] < t)) | lost_inside)
+            hidden = np.flatnonzero((((self.status[:n] == _ACTIVE) & (self.last_t[:n] < t)) | self._lost_inside(n, t))
                                     & (self.n_obs[:n] >= self.need[:n]))
             if len(hidden) and cfg.suspect_extra:
                 # Born where a hidden (coasting) person is predicted: maybe that person, maybe a
@@ -547,6 +547,14 @@ class Tracker:
                     assign[assign == young] = old
         return assign
 
+    def _lost_inside(self, n: int, t: int) -> np.ndarray:
+        """bool `[n]`: tracks lost inside the picture (dormant, not gone out at an edge), within
+        reentry_gap frames of their last observation: the hidden people of stage 1b and 2."""
+        lost = (self.status[:n] == _DORMANT) & (self.sides[:n] == 0)
+        if self.cfg.reentry_gap is not None:
+            lost &= t - self.last_t[:n] - 1 <= self.cfg.reentry_gap
+        return lost
+
     def _stretch_distance(self, old: np.ndarray, at: np.ndarray, xy: np.ndarray) -> np.ndarray:
         """Distance `[L, P]` px of points xy `[P, 2]` seen at frames `at` `[P]` from where each
         lost track `old[l]` can be: a hidden person is somewhere between where the motion model
@@ -590,10 +598,9 @@ class Tracker:
         # Lost inside the picture (hidden): it shows again where its motion model says, or not at all.
         inside = np.where(inside <= cfg.hidden_reentry_max_cost, inside, np.inf)
         cost = np.where((tr_sides != 0)[:, None], edge_cost, inside)
-        both = self.hist_ok[old][:, None] & self.hist_ok[young][None, :]
-        if both.any():
-            colour = histogram_distance(self.hist[old], self.hist[young])
-            cost = cost + cfg.appearance_weight * np.where(both, colour - APPEARANCE_SAME, 0.0)
+        if self.hist_ok[old].any() and self.hist_ok[young].any():
+            cost = cost + colour_cost(cfg.appearance_weight, self.hist[old], self.hist_ok[old],
+                                      self.hist[young], self.hist_ok[young])
         cost = cost + 1e-4 * (t - self.last_t[old])[:, None]  # ties: the most recently seen
         if cfg.reentry_gap is not None:
             cost = np.where(self.first_t[young][None] - self.last_t[old][:, None] - 1 > cfg.reentry_gap, np.inf, cost)
