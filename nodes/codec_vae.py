@@ -32,9 +32,9 @@ class ComfyVAECodec:
     Checks for Cancel before each VAE call (IILR makes N+3 of them).
     """
 
-    latent_channels = 16
-    spatial_factor = 8
-    temporal_factor = 4
+    latent_channels = LATENT_CHANNELS
+    spatial_factor = SPATIAL_FACTOR
+    temporal_factor = TEMPORAL_FACTOR
 
     def __init__(self, vae: Any):
         for name in ("encode", "decode"):

@@ -165,11 +165,17 @@ class ShiftedRope:
         return self._cache[key]
 
 
+def adapter_record(model) -> dict:
+    """What AnyCrowd Load Adapter recorded on a MODEL (family, expert, lora, gates, shifted
+    RoPE); {} if none."""
+    options = getattr(model, "model_options", None) or {}
+    return options.get("transformer_options", {}).get(ADAPTER_KEY) or {}
+
+
 def adapter_shifted_rope(model) -> bool:
     """Whether the adapter loaded into `model` (AnyCrowd Load Adapter) was trained with
     shifted RoPE; False for a stock model."""
-    info = model.model_options.get("transformer_options", {}).get(ADAPTER_KEY) or {}
-    return bool(info.get("shifted_rope", False))
+    return bool(adapter_record(model).get("shifted_rope", False))
 
 
 def check_gates(gates: GateBank, dm) -> None:

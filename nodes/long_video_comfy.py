@@ -22,9 +22,9 @@ from anycrowd_core.long_video_run import run_sliding_window as run_windows_loop
 from anycrowd_core.long_video_run import run_token_replace as run_segments_loop
 
 from .comfy_patch import HOOK_KEY, patch_model
-from .comfy_runtime import check_interrupted, conditioning_set_values, progress_bar, require_comfy, sample_with_guider
+from .comfy_runtime import check_interrupted, progress_bar, require_comfy, sample_with_guider
 from .guidance import cumulative_guidance
-from .vace_conditioning import comfy_vace_values
+from .vace_conditioning import append_vace_stream
 
 
 @dataclass
@@ -110,12 +110,10 @@ def sample_latent(model, latent: Tensor, noise_mask: Tensor | None, options: Sam
 def clip_conditioning(clip: EncodedClip, positive: list, negative: list, face_strength: float) -> tuple[list, list]:
     """The text CONDITIONING with the clip's VACE streams appended as AnyCrowd IILR Encode
     (pose) and AnyCrowd Face Control (face, zero reference frames) append them."""
-    streams = [comfy_vace_values(clip.conditioning.vace_context, clip.conditioning.vace_strength)]
+    positive, negative = append_vace_stream(positive, negative, clip.conditioning.vace_context,
+                                            clip.conditioning.vace_strength)
     if clip.face is not None:
-        streams.append(comfy_vace_values(clip.face, face_strength))
-    for values in streams:
-        positive = conditioning_set_values(positive, values, append=True)
-        negative = conditioning_set_values(negative, values, append=True)
+        positive, negative = append_vace_stream(positive, negative, clip.face, face_strength)
     return positive, negative
 
 

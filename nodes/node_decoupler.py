@@ -23,6 +23,7 @@ from anycrowd_core.pose.types import BODY_POINTS, NUM_KEYPOINTS, PoseTracks
 
 from .comfy_runtime import resize_frames
 from .input_checks import (
+    SEED_MAX,
     aspects_differ,
     check_same_aspect,
     image_batch,
@@ -125,7 +126,7 @@ class AnyCrowdInstanceDecoupler:
                 "image": ("IMAGE", {"tooltip": "The reference image with all characters (the first image of a batch is used)."}),
                 "masks": ("MASK", {"tooltip": "One mask per character, as a MASK batch [N,H,W] in character order (e.g. from a segmentation node, or Load Image (as Mask) per character joined with Batch Images). Masks of another resolution but the same shape as the image are resized (nearest)."}),
                 "reassign": ("BOOLEAN", {"default": False, "tooltip": "Training-style shuffle: move each character to a random non-overlapping place. Leave off for inference."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seed of the random placement when reassign is on."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seed of the random placement when reassign is on."}),
                 "background_fill": (["gray", "inpaint"], {"default": "gray", "tooltip": "How to fill the holes the characters leave in the background: flat gray (as in the paper) or OpenCV inpainting."}),
             },
             "optional": {

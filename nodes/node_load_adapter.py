@@ -16,7 +16,7 @@ from anycrowd_core.adapter_base import EXPERT_CHOICES, EXPERTS, AdapterBase, che
 from anycrowd_core.adapter_files import GATES_FORMAT, LORA_FORMAT, AdapterFiles, load_adapter_files, read_metadata
 from anycrowd_core.errors import AnyCrowdError
 
-from .comfy_patch import ADAPTER_KEY, check_wan_vace
+from .comfy_patch import ADAPTER_KEY, adapter_record, check_wan_vace
 from .comfy_runtime import apply_lora
 from .input_checks import finite_number
 from .node_types import GATES
@@ -292,7 +292,7 @@ class AnyCrowdLoadAdapter:
         name = lora_name if lora_path is not None else gates_name
         is_expert = check_expert(base, expert, name)
         family = base.family if base is not None else ("wan2.2-vace-fun" if expert != "auto" else "unknown")
-        earlier = (model.model_options.get("transformer_options", {}).get(ADAPTER_KEY) or {})
+        earlier = adapter_record(model)
         check_same_model(earlier, family, is_expert, name)
         info, warnings = adapter_info(files, lora_name, gates_name, strength_model, is_expert)
         for w in warnings:

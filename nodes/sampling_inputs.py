@@ -7,7 +7,7 @@ from __future__ import annotations
 from anycrowd_core.attention import AGF_MODES, MODES
 
 from .comfy_runtime import WAN21_DEFAULT_SHIFT, sampler_names
-from .input_checks import finite_number, seed_value, whole_number
+from .input_checks import SEED_MAX, finite_number, seed_value, whole_number
 from .node_types import GATES
 
 # The core's choice lists as ComfyUI combo lists (AnyCrowd TSDA Patch shows them too); masked
@@ -28,7 +28,7 @@ def sampling_inputs(per_segment: bool = False) -> dict:
     return {
         "attention_mode": (ATTENTION_MODES, {"default": "masked", "tooltip": "masked: training-free binding for stock checkpoints (recommended). tsda: the paper's tri-stage attention (needs AnyCrowd-trained weights). global: plain Wan attention, for comparison."}),
         "agf_mode": (AGF_CHOICES, {"default": "gated", "tooltip": "Fusion of overlapping characters in tsda: gated (trained gates; equals mean without gates), mean or max. Ignored by masked and global."}),
-        "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": f"Seed of the initial noise{seed_note}."}),
+        "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True, "tooltip": f"Seed of the initial noise{seed_note}."}),
         "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": f"Sampling steps{each}."}),
         "cfg": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance scale (Wan examples use about 6)."}),
         "sampler_name": (samplers, {"default": "uni_pc" if "uni_pc" in samplers else samplers[0], "tooltip": "ComfyUI sampler (as in KSampler)."}),

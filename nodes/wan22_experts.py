@@ -18,7 +18,7 @@ from torch import Tensor
 
 from anycrowd_core.errors import AnyCrowdError
 
-from .comfy_patch import ADAPTER_KEY
+from .comfy_patch import adapter_record
 
 WAN22_T2V_BOUNDARY = 0.875  # VACE-Fun A14B (built on T2V-A14B)
 WAN22_I2V_BOUNDARY = 0.900
@@ -30,12 +30,6 @@ def expert_switch_step(sigmas: Tensor, boundary: float) -> int:
     expert runs steps switch .. n-1 of the same schedule."""
     steps = len(sigmas) - 1
     return sum(1 for i in range(steps) if float(sigmas[i]) >= boundary)
-
-
-def adapter_record(model: Any) -> dict:
-    """What AnyCrowd Load Adapter recorded on a MODEL (family, expert, lora, gates); {} if none."""
-    options = getattr(model, "model_options", None) or {}
-    return options.get("transformer_options", {}).get(ADAPTER_KEY) or {}
 
 
 def _shapes(model: Any) -> tuple[int, int, int]:
