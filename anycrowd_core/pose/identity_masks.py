@@ -193,14 +193,19 @@ def _lookup(frame_u8: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return lut[(q[..., 0] << (2 * _LUT_BITS)) | (q[..., 1] << _LUT_BITS) | q[..., 2]]
 
 
-def _find_extra_colours(video: np.ndarray, settings: DecodeSettings) -> np.ndarray:
+def _as_uint8(video) -> list[np.ndarray]:
+    """Each frame (0..1) as uint8 `[H, W, 3]`, frame by frame (no float copy of the whole video)."""
+    return [np.round(frame * 255.0).astype(np.uint8) for frame in video]
+
+
+def _find_extra_colours(video, video_u8: list[np.ndarray], settings: DecodeSettings) -> np.ndarray:
     """float `[E, 3]` colours outside the palette and the backgrounds that fill flat regions of
-    at least `min_area` pixels over the video (clusters merged within half the tolerance)."""
+    at least `min_area` pixels over the video (clusters merged within half the tolerance);
+    `video_u8` is `_as_uint8(video)`."""
     known = _colour_lut(np.asarray(SCAIL2_PALETTE + BACKGROUNDS, np.float32), settings.tolerance / 2)
     counts: dict[int, int] = {}
     sums: dict[int, np.ndarray] = {}
-    for frame in video:
-        u8 = np.round(frame * 255.0).astype(np.uint8)
+    for frame, u8 in zip(video, video_u8):
         cand = _flat_pixels(u8, settings.flat_eps) & (_lookup(u8, known) < 0)
         if not cand.any():
             continue
@@ -274,26 +279,28 @@ def decode_colour_masks(video, settings: DecodeSettings | None = None,
             f"The reference mask has {ref.shape[0]} images; give one colour mask of the reference image "
             "(SCAIL2ColoredMask's reference_image_mask, first image)."
         )
+    frames_u8 = _as_uint8(frames)
+    ref_u8 = _as_uint8(ref) if ref is not None else []
     extra = np.zeros((0, 3), np.float32)
     if settings.extra_colours:
         stack = frames if ref is None else list(frames) + list(ref)
-        extra = _find_extra_colours(stack, settings)
+        extra = _find_extra_colours(stack, frames_u8 + ref_u8, settings)
     identity_colours = np.concatenate([np.asarray(SCAIL2_PALETTE, np.float32), extra])
     table = np.concatenate([np.asarray(BACKGROUNDS, np.float32), identity_colours])
     k = identity_colours.shape[0]
 
     lut = _colour_lut(table, float(settings.tolerance))
 
-    def label(video_np: np.ndarray) -> np.ndarray:
-        out = np.zeros((k,) + video_np.shape[:3], bool)
-        for t, frame in enumerate(video_np):
-            lab = _lookup(np.round(frame * 255.0).astype(np.uint8), lut) - len(BACKGROUNDS)
+    def label(video_u8: list[np.ndarray]) -> np.ndarray:
+        out = np.zeros((k, len(video_u8)) + video_u8[0].shape[:2], bool)
+        for t, u8 in enumerate(video_u8):
+            lab = _lookup(u8, lut) - len(BACKGROUNDS)
             for j in np.unique(lab[lab >= 0]).tolist():
                 out[j, t] = _despeckle(lab == j, int(settings.min_area))
         return out
 
-    drv = label(frames)
-    ref_masks = label(ref) if ref is not None else None
+    drv = label(frames_u8)
+    ref_masks = label(ref_u8) if ref is not None else None
     # extra colours: numbered 6, 7, ... by first appearance in the video, then in the reference
     order_src = drv[len(SCAIL2_PALETTE):]
     if ref_masks is not None and order_src.shape[0]:
