@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .codec import TestCodec, nearest_valid_frame_counts
-from .errors import AnyCrowdError, require_finite
+from .errors import AnyCrowdError, command_main, require_finite
 from .files import ensure_output_dir, write_text_atomic
 from .pipeline import AnimationInputs, SamplingSettings, animate
 from .pose.binding import parse_index_binding
@@ -244,6 +244,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@command_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     notice = MINI_NOTICE if args.model == "mini" else RANDOM_NOTICE
@@ -251,9 +252,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with torch.no_grad():
             summary = run_demo(args)
-    except AnyCrowdError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:  # files are written atomically: nothing half-written is left behind
         print("interrupted: files already complete in --out are kept, none is half-written.", file=sys.stderr)
         return 130

@@ -7,6 +7,10 @@ ComfyUI shows the message in its error dialog; the CLIs print it without a trace
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable
+
 
 class AnyCrowdError(ValueError):
     """A user-fixable problem with inputs, files or settings."""
@@ -17,6 +21,22 @@ class SamplingCancelled(Exception):
 
     Not an `AnyCrowdError`: stopping on request is not a user mistake.
     """
+
+
+def command_main(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorates a command's `main(argv) -> exit code`: an `AnyCrowdError` raised anywhere in
+    it is printed as `error: <message>` on stderr, without a traceback, and the command
+    returns 2. Every `python -m` command of the package reports user mistakes this way."""
+
+    @functools.wraps(main)
+    def run(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except AnyCrowdError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+    return run
 
 
 def require_finite(value, what: str, fix: str = "") -> None:

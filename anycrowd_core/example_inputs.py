@@ -11,12 +11,11 @@ your machine.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from .boxes import format_boxes
 from .pose.identity_masks_render import scail2_colour_masks
-from .errors import AnyCrowdError
+from .errors import command_main
 from .scenes import make_scene
 from .video_io import write_mp4, write_png
 from .files import ensure_output_dir
@@ -45,6 +44,7 @@ def write_example_inputs(out: Path, characters: int = 2, frames: int = 81, heigh
     return written
 
 
+@command_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m anycrowd_core.example_inputs", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="folder to write into, e.g. ComfyUI/input")
@@ -55,12 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", default="crossing", help="crossing, exit_reenter or static")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    try:
-        paths = write_example_inputs(Path(args.out), args.characters, args.frames, args.height, args.width,
-                                     args.seed, args.scenario)
-    except AnyCrowdError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    paths = write_example_inputs(Path(args.out), args.characters, args.frames, args.height, args.width,
+                                 args.seed, args.scenario)
     for path in paths:
         print(path)
     return 0

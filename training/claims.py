@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.errors import AnyCrowdError, command_main
 
 ARMS = {
     "no_warmup": [],
@@ -253,6 +253,7 @@ def report(out: Path, arms: list[str], seeds: list[int], figures: Path | None) -
     return text
 
 
+@command_main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.claims", description=__doc__.split("\n\n")[0])
     p.add_argument("stage", choices=["train", "evaluate", "guidance", "report"])
@@ -264,21 +265,17 @@ def main(argv=None) -> int:
     p.add_argument("--figure", default=None, help="report: write the loss curves to this PNG")
     p.add_argument("--run", default=None, help="guidance: measure this run's adapter (e.g. ref_dropout-s1)")
     args = p.parse_args(argv)
-    try:
-        if args.steps < 10:
-            raise AnyCrowdError(f"--steps {args.steps}: give at least 10 steps.")
-        out = Path(args.out)
-        if args.stage == "train":
-            train(out, args.arms, args.seeds, args.steps)
-        elif args.stage == "evaluate":
-            evaluate(out, args.arms, args.seeds, args.scenes)
-        elif args.stage == "guidance":
-            guidance_grid(out, args.scenes, args.run)
-        else:
-            print(report(out, args.arms, args.seeds, Path(args.figure) if args.figure else None))
-    except AnyCrowdError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.steps < 10:
+        raise AnyCrowdError(f"--steps {args.steps}: give at least 10 steps.")
+    out = Path(args.out)
+    if args.stage == "train":
+        train(out, args.arms, args.seeds, args.steps)
+    elif args.stage == "evaluate":
+        evaluate(out, args.arms, args.seeds, args.scenes)
+    elif args.stage == "guidance":
+        guidance_grid(out, args.scenes, args.run)
+    else:
+        print(report(out, args.arms, args.seeds, Path(args.figure) if args.figure else None))
     return 0
 
 

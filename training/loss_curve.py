@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.errors import AnyCrowdError, command_main
 from anycrowd_core.video_io import write_png
 
 
@@ -113,23 +113,16 @@ def draw_overlay(title: str, series: dict[str, list[tuple[int, float]]], size=(3
     return img
 
 
+@command_main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.loss_curve", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="output.dir of each run")
     p.add_argument("--out", required=True, help="PNG to write")
     args = p.parse_args(argv)
-    try:
-        panels = [draw_panel(Path(r).name, read_scalars(Path(r), "train/loss"), read_scalars(Path(r), "val/loss"))
-                  for r in args.runs]
-    except AnyCrowdError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    panels = [draw_panel(Path(r).name, read_scalars(Path(r), "train/loss"), read_scalars(Path(r), "val/loss"))
+              for r in args.runs]
     out = Path(args.out)
-    try:
-        write_png(np.concatenate(panels, axis=1), out)
-    except AnyCrowdError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    write_png(np.concatenate(panels, axis=1), out)
     print(f"wrote {out}")
     return 0
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anycrowd_core.codec import VideoCodec
-from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.errors import AnyCrowdError, command_main
 from anycrowd_core.files import ensure_output_dir, write_text_atomic
 
 from . import cache_format as cf
@@ -187,36 +187,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command_main
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        from .codecs import codec_id_for_file, make_codec
+    from .codecs import codec_id_for_file, make_codec
 
-        if args.codec == "comfy":
-            if not args.vae:
-                raise AnyCrowdError("--codec comfy needs --vae PATH to the Wan 2.1 VAE (or use --codec test).")
-            codec_id = codec_id_for_file("comfy", args.vae)
-        else:
-            codec_id = "test:seed=0"
-        settings = PrepareSettings(
-            width=args.width, height=args.height, frames=args.frames, stride=args.stride, seed=args.seed,
-            reassign=not args.no_reassign, background=not args.no_background, variants=args.variants,
-            dtype=args.dtype, codec_id=codec_id, prompt=args.prompt, pose_models=args.pose_models,
-        )
-        if args.text_embedding:
-            text = TextSource("file", path=args.text_embedding)
-        elif args.text_encoder:
-            text = TextSource("encoder", path=args.text_encoder)
-        else:
-            if args.random_text_dim <= 0 or args.random_text_len <= 0:
-                raise AnyCrowdError("--random-text-dim and --random-text-len must be positive.")
-            text = TextSource("random", dim=args.random_text_dim, length=args.random_text_len)
-        report = prepare(Path(args.manifest), Path(args.out), settings,
-                         lambda: make_codec(args.codec, args.vae)[0], text,
-                         progress=not args.no_progress, fail_fast=args.fail_fast)
-    except AnyCrowdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.codec == "comfy":
+        if not args.vae:
+            raise AnyCrowdError("--codec comfy needs --vae PATH to the Wan 2.1 VAE (or use --codec test).")
+        codec_id = codec_id_for_file("comfy", args.vae)
+    else:
+        codec_id = "test:seed=0"
+    settings = PrepareSettings(
+        width=args.width, height=args.height, frames=args.frames, stride=args.stride, seed=args.seed,
+        reassign=not args.no_reassign, background=not args.no_background, variants=args.variants,
+        dtype=args.dtype, codec_id=codec_id, prompt=args.prompt, pose_models=args.pose_models,
+    )
+    if args.text_embedding:
+        text = TextSource("file", path=args.text_embedding)
+    elif args.text_encoder:
+        text = TextSource("encoder", path=args.text_encoder)
+    else:
+        if args.random_text_dim <= 0 or args.random_text_len <= 0:
+            raise AnyCrowdError("--random-text-dim and --random-text-len must be positive.")
+        text = TextSource("random", dim=args.random_text_dim, length=args.random_text_len)
+    report = prepare(Path(args.manifest), Path(args.out), settings,
+                     lambda: make_codec(args.codec, args.vae)[0], text,
+                     progress=not args.no_progress, fail_fast=args.fail_fast)
     if not report.entries:
         print("error: no usable samples: fix the skipped ones (see the table above).", file=sys.stderr)
         return 1

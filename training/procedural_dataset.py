@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.errors import AnyCrowdError, command_main
 from anycrowd_core.scenes import SCENARIOS, make_scene
 from anycrowd_core.video_io import write_mp4, write_png
 
@@ -108,6 +108,7 @@ def generate(out, clips: int = 8, frames: int = 17, height: int = 64, width: int
     return manifest
 
 
+@command_main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.procedural_dataset", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
@@ -119,12 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--min-characters", type=int, default=2)
     p.add_argument("--max-characters", type=int, default=4)
     args = p.parse_args(argv)
-    try:
-        manifest = generate(args.out, args.clips, args.frames, args.height, args.width, args.seed,
-                            args.min_characters, args.max_characters)
-    except AnyCrowdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    manifest = generate(args.out, args.clips, args.frames, args.height, args.width, args.seed,
+                        args.min_characters, args.max_characters)
     print(f"wrote {args.clips} clips and {manifest}")
     return 0
 

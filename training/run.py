@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from anycrowd_core.errors import AnyCrowdError
+from anycrowd_core.errors import AnyCrowdError, command_main
 from anycrowd_core.files import write_text_atomic
 
 from .config import load_config
@@ -57,6 +57,7 @@ def resume_command(argv: list[str], checkpoint: Path) -> str:
     return " ".join(parts)
 
 
+@command_main
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_intermixed_args(_resume_before_overrides(argv))
@@ -87,9 +88,6 @@ def main(argv=None) -> int:
         if trainer.accelerator.is_main_process:
             write_text_atomic(out / "result.json", json.dumps(result, indent=1))
             print(json.dumps(result, indent=1))
-    except AnyCrowdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt as exc:
         from .checkpoint import list_checkpoints
         from .trainer import TrainingInterrupted

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..boxes import boxes_from_masks
 from ..decoupler import DecoupledInstances, decouple_instances
-from ..errors import AnyCrowdError
+from ..errors import AnyCrowdError, command_main
 from ..mini.seeds import EVAL_SEED_BASE
 from ..pipeline import AnimationInputs, SamplingSettings, animate
 from ..pose.align import align_identities
@@ -444,6 +444,7 @@ def _choices(allowed):
     return parse
 
 
+@command_main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m anycrowd_core.bench.binding",
                                 description="Identity-pose binding of AnyCrowd-Mini on held-out procedural scenes.",
@@ -465,16 +466,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.scenes < 1:
         p.error("--scenes must be at least 1")
-    try:
-        with torch.no_grad():
-            result = run_benchmark(
-                args.characters, args.scenes, args.settings, args.modes, frames=args.frames, steps=args.steps,
-                log=(lambda s: print(s, file=sys.stderr)) if args.json else print, grid_path=args.grid,
-                weights=args.weights, guidance=Guidance(args.guidance, args.pose_scale, args.ref_scale),
-            )
-    except AnyCrowdError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    with torch.no_grad():
+        result = run_benchmark(
+            args.characters, args.scenes, args.settings, args.modes, frames=args.frames, steps=args.steps,
+            log=(lambda s: print(s, file=sys.stderr)) if args.json else print, grid_path=args.grid,
+            weights=args.weights, guidance=Guidance(args.guidance, args.pose_scale, args.ref_scale),
+        )
     print(json.dumps(result, indent=1) if args.json else markdown_table(result))
     return 0
 

@@ -17,6 +17,7 @@ import time
 import torch
 
 from ..codec import TestCodec
+from ..errors import AnyCrowdError, command_main
 from ..pipeline import AnimationInputs, SamplingSettings, animate
 from ..scenes import make_scene
 from ..wan import WanVaceConfig, random_wan_vace
@@ -67,6 +68,7 @@ def run(size: str, steps: int, repeats: int) -> dict:
             "ratio_to_plain_cfg": {k: round(v / base, 3) for k, v in times.items()}}
 
 
+@command_main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m anycrowd_core.bench.guidance", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -75,8 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="runs per timing; the fastest counts")
     args = p.parse_args(argv)
     if args.steps < 2 or args.repeats < 1:
-        print("error: --steps must be at least 2 and --repeats at least 1.", file=sys.stderr)
-        return 2
+        raise AnyCrowdError("--steps must be at least 2 and --repeats at least 1.")
     print(json.dumps(run(args.size, args.steps, args.repeats), indent=1))
     return 0
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..errors import AnyCrowdError
+from ..errors import AnyCrowdError, command_main
 from .scenarios import SCENARIOS, Scenario, make_scenario
 from .tracking import TrackerConfig, TrackingResult, run_tracker
 
@@ -227,6 +227,7 @@ def format_table(scores: list[TrackingScore] | list[ScenarioSummary]) -> str:
     return "\n".join(lines)
 
 
+@command_main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -237,14 +238,9 @@ def main(argv=None) -> int:
                     help="give the tracker the rendered pictures (its colour cue): off, on, or both tables")
     args = ap.parse_args(argv)
     if args.seeds < 1:
-        print(f"error: --seeds must be at least 1, got {args.seeds}", file=sys.stderr)
-        return 2
+        raise AnyCrowdError(f"--seeds must be at least 1, got {args.seeds}")
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.appearance]
-    try:
-        results = {m: evaluate(args.only, args.seed, seeds=args.seeds, appearance=m) for m in modes}
-    except AnyCrowdError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    results = {m: evaluate(args.only, args.seed, seeds=args.seeds, appearance=m) for m in modes}
     if args.json:
         print(json.dumps({("appearance" if m else "pose_only"): [asdict(s) for s in summarize_all(r)]
                           for m, r in results.items()}, indent=1))

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from ..errors import AnyCrowdError
+from ..errors import AnyCrowdError, command_main
 from ..files import ensure_output_dir
 from .keypoint_format import load_tracks_json, pose_keypoint_to_sequence, save_tracks_json
 from .render import render_identity_preview, render_pose_video
@@ -99,13 +98,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@command_main
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        summary = run(args)
-    except AnyCrowdError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = run(args)
     print(json.dumps(summary, indent=2))
     return 0
 
