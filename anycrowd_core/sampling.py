@@ -194,21 +194,47 @@ def _check_sigmas(sigmas: torch.Tensor) -> None:
 # ----------------------------------------------------------------------------- samplers
 
 
+# One step of a sampler: (model, x, denoised, sigmas, i) -> x at sigmas[i + 1], where
+# denoised = model(x, sigmas[i]) was already evaluated by the loop.
+Step = Callable[[Denoiser, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def _sampling_loop(step: Step, denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
+                   callback: Callback | None, cancel: Callable[[], bool] | None) -> torch.Tensor:
+    """What every sampler shares: the sigma checks, the cancel guard before every model
+    evaluation, one denoised prediction per interval, `step`, and the callback after it."""
+    _check_sigmas(sigmas)
+    model = _guard(denoiser, cancel)
+    total = len(sigmas) - 1
+    for i in range(total):
+        denoised = model(x, sigmas[i])
+        x = step(model, x, denoised, sigmas, i)
+        if callback is not None:
+            callback(i + 1, total, x, denoised)
+    return x
+
+
+def _euler_step(model: Denoiser, x: torch.Tensor, denoised: torch.Tensor, sigmas: torch.Tensor, i: int) -> torch.Tensor:
+    s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+    return x + (x - denoised) * ((s_next - s) / s)
+
+
 def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                  callback: Callback | None = None, cancel: Callable[[], bool] | None = None) -> torch.Tensor:
     """Euler method on the probability-flow ODE (Karras et al. 2022, Algorithm 2 without the
     Heun correction). For a flow model d = (x - x0)/sigma is the velocity, so this is the
     plain rectified-flow Euler sampler (ComfyUI "euler")."""
-    _check_sigmas(sigmas)
-    model = _guard(denoiser, cancel)
-    total = len(sigmas) - 1
-    for i in range(total):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = model(x, sigmas[i])
-        x = x + (x - denoised) * ((s_next - s) / s)
-        if callback is not None:
-            callback(i + 1, total, x, denoised)
-    return x
+    return _sampling_loop(_euler_step, denoiser, x, sigmas, callback, cancel)
+
+
+def _heun_step(model: Denoiser, x: torch.Tensor, denoised: torch.Tensor, sigmas: torch.Tensor, i: int) -> torch.Tensor:
+    s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+    d = (x - denoised) / s
+    x_euler = x + d * (s_next - s)
+    if s_next == 0:
+        return x_euler
+    d_next = (x_euler - model(x_euler, sigmas[i + 1])) / s_next
+    return x + (d + d_next) * (0.5 * (s_next - s))
 
 
 def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
@@ -216,22 +242,7 @@ def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     """Heun's 2nd-order method (Karras et al. 2022, Algorithm 1/2 with S_churn = 0); the step
     to sigma = 0 is an Euler step, where the derivative is undefined (ComfyUI "heun").
     Costs two model evaluations per step except the last."""
-    _check_sigmas(sigmas)
-    model = _guard(denoiser, cancel)
-    total = len(sigmas) - 1
-    for i in range(total):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = model(x, sigmas[i])
-        d = (x - denoised) / s
-        x_euler = x + d * (s_next - s)
-        if s_next == 0:
-            x = x_euler
-        else:
-            d_next = (x_euler - model(x_euler, sigmas[i + 1])) / s_next
-            x = x + (d + d_next) * (0.5 * (s_next - s))
-        if callback is not None:
-            callback(i + 1, total, x, denoised)
-    return x
+    return _sampling_loop(_heun_step, denoiser, x, sigmas, callback, cancel)
 
 
 def _half_log_snr(sigma: float) -> float:
@@ -255,31 +266,26 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *
     same as ComfyUI's "dpmpp_2m"; ComfyUI measures r in log(sigma) instead of the flow's
     lambda, so its 2nd-order correction differs slightly from this one for flow models.
     """
-    _check_sigmas(sigmas)
-    model = _guard(denoiser, cancel)
-    total = len(sigmas) - 1
-    old_denoised = None
-    h_last = None
-    for i in range(total):
+    previous = {}  # the last step's denoised and h (the multistep memory)
+
+    def step(model: Denoiser, x: torch.Tensor, denoised: torch.Tensor, sigmas: torch.Tensor, i: int) -> torch.Tensor:
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = model(x, sigmas[i])
         lam, lam_next = _half_log_snr(s), _half_log_snr(s_next)
         h = lam_next - lam
-        if old_denoised is None or s_next == 0 or not math.isfinite(h_last):
+        if not previous or s_next == 0 or not math.isfinite(previous["h"]):
             # A first-order step whose previous interval was infinite (starting at sigma = 1)
             # would give r = inf, i.e. no correction: the same as first order.
             d = denoised
         else:
-            r = h_last / h
-            d = denoised * (1 + 1 / (2 * r)) - old_denoised * (1 / (2 * r))
+            r = previous["h"] / h
+            d = denoised * (1 + 1 / (2 * r)) - previous["denoised"] * (1 / (2 * r))
+        previous.update(denoised=denoised, h=h)
         # (sigma'/sigma) x + (1 - sigma'/sigma) d is the exact alpha'(1 - e^-h) form, written
         # without lambda so it stays finite at sigma = 1 and sigma' = 0.
         ratio = s_next / s
-        x = x * ratio + d * (1 - ratio)
-        old_denoised, h_last = denoised, h
-        if callback is not None:
-            callback(i + 1, total, x, denoised)
-    return x
+        return x * ratio + d * (1 - ratio)
+
+    return _sampling_loop(step, denoiser, x, sigmas, callback, cancel)
 
 
 SAMPLERS = {
