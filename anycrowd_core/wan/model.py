@@ -67,19 +67,28 @@ class Float32Conv3d(nn.Conv3d):
         return F.conv3d(x.float(), self.weight.float(), self.bias.float(), self.stride)
 
 
-class WanSelfAttention(nn.Module):
-    """Self-attention with q/k RMSNorm and 3-axis RoPE; mixing delegated to an AttentionHook."""
+class _AttentionProjections(nn.Module):
+    """The q, k, v, o projections and the q/k RMSNorm of Wan's self- and cross-attention
+    (the checkpoint's `q.weight` ... `norm_k.weight`, created in this order)."""
 
-    def __init__(self, dim: int, num_heads: int, eps: float, qk_norm: bool, branch: str, index: int):
+    def __init__(self, dim: int, num_heads: int, eps: float, qk_norm: bool):
         super().__init__()
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.branch, self.index = branch, index
+        self.num_heads = num_heads
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
         self.o = nn.Linear(dim, dim)
         self.norm_q = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
         self.norm_k = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
+
+
+class WanSelfAttention(_AttentionProjections):
+    """Self-attention with q/k RMSNorm and 3-axis RoPE; mixing delegated to an AttentionHook."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float, qk_norm: bool, branch: str, index: int):
+        super().__init__(dim, num_heads, eps, qk_norm)
+        self.head_dim = dim // num_heads
+        self.branch, self.index = branch, index
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], attention: AttentionHook | None) -> Tensor:
         cos, sin = rope
@@ -98,18 +107,8 @@ class WanSelfAttention(nn.Module):
         return global_attention(x, ops) if attention is None else attention(x, ops)
 
 
-class WanCrossAttention(nn.Module):
+class WanCrossAttention(_AttentionProjections):
     """Attention from video tokens to the embedded text tokens (no RoPE)."""
-
-    def __init__(self, dim: int, num_heads: int, eps: float, qk_norm: bool):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
-        self.norm_k = nn.RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         heads = (self.num_heads, -1)
