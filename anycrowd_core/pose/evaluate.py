@@ -142,28 +142,12 @@ def _id_matches(who: np.ndarray, present: np.ndarray, in_frame: np.ndarray) -> t
 
 
 @dataclass
-class ScenarioSummary:
-    """One scenario's scores summed over seeds (IDF1 and coverage pooled over all frames)."""
+class ScenarioSummary(TrackingScore):
+    """A TrackingScore summed over `seeds` runs (IDF1 and coverage pooled over all frames);
+    seeds_with_switches: the runs with at least one identity switch."""
 
-    name: str
-    seeds: int
-    identities: int
-    tracks: int
-    frames: int
-    id_switches: int
-    track_swaps: int
-    fragmentations: int
-    missed_tracks: int
-    false_tracks: int
-    false_detections_kept: int
-    seeds_with_switches: int
-    idf1: float
-    coverage: float
-    person_frames: int
-    seconds: float
-    idtp: int = 0
-    id_true: int = 0
-    id_pred: int = 0
+    seeds: int = 1
+    seeds_with_switches: int = 0
 
 
 SUMMED = ("identities", "tracks", "frames", "id_switches", "track_swaps", "fragmentations", "missed_tracks",
