@@ -120,6 +120,9 @@ class DataConfig:
     num_workers: int = 0
 
 
+TIMESTEP_DISTRIBUTIONS = ("uniform", "logit_normal", "shifted")
+
+
 @dataclass
 class TimestepConfig:
     """distribution: uniform | logit_normal | shifted (uniform then sigma' = s*sigma/(1+(s-1)*sigma)).
@@ -462,7 +465,7 @@ def validate(cfg: RunConfig, *, check_files: bool = True) -> None:
     _range(d.val_samples, 0, None, "data.val_samples")
     _range(d.num_workers, 0, None, "data.num_workers")
     _range(d.procedural_samples, 1, None, "data.procedural_samples")
-    _choice(ts.distribution, ("uniform", "logit_normal", "shifted"), "timesteps.distribution")
+    _choice(ts.distribution, TIMESTEP_DISTRIBUTIONS, "timesteps.distribution")
     _range(ts.shift, 0, None, "timesteps.shift", lo_open=True)
     _range(ts.logit_std, 0, None, "timesteps.logit_std", lo_open=True)
     _range(ts.warmup_steps, 0, None, "timesteps.warmup_steps")

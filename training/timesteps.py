@@ -13,7 +13,7 @@ from torch import Tensor
 
 from anycrowd_core.errors import AnyCrowdError
 
-DISTRIBUTIONS = ("uniform", "logit_normal", "shifted")
+from .config import TIMESTEP_DISTRIBUTIONS, TimestepConfig
 
 
 def shift_sigma(sigma: Tensor, shift: float) -> Tensor:
@@ -47,25 +47,28 @@ def warmup_quantile(v: Tensor, c: float) -> Tensor:
 def sample_sigmas(
     n: int,
     generator: torch.Generator,
+    schedule: TimestepConfig | None = None,
     *,
-    distribution: str = "uniform",
-    shift: float = 5.0,
-    logit_mean: float = 0.0,
-    logit_std: float = 1.0,
     step: int = 0,
-    warmup_steps: int = 0,
-    warmup_alpha: float = 1.0,
+    **schedule_fields,
 ) -> Tensor:
-    """`[n]` float32 sigmas in [0, 1] drawn on the CPU from `generator`.
+    """`[n]` float32 sigmas in [0, 1] drawn on the CPU from `generator`, at training step `step`.
 
-    A uniform quantile v is first skewed by the low-noise warmup (identity once
+    schedule: the distribution and warmup, a `TimestepConfig` (or its fields as keywords:
+    distribution, shift, logit_mean, logit_std, warmup_steps, warmup_alpha; the defaults are
+    its defaults). A uniform quantile v is first skewed by the low-noise warmup (identity once
     step >= warmup_steps), then mapped through the distribution's quantile function:
     uniform: u; logit_normal: sigmoid(mean + std * Phi^-1(u)); shifted: shift_sigma(u, shift).
     So with warmup the paper's density applies exactly to `uniform`, and the other
     distributions are skewed towards low noise by the same quantile warp.
     """
-    if distribution not in DISTRIBUTIONS:
-        raise AnyCrowdError(f"Unknown timestep distribution {distribution!r}; choose one of {DISTRIBUTIONS}.")
+    if schedule is not None and schedule_fields:
+        raise TypeError("sample_sigmas takes a TimestepConfig or its fields as keywords, not both")
+    ts = schedule if schedule is not None else TimestepConfig(**schedule_fields)
+    distribution, shift, logit_mean, logit_std = ts.distribution, ts.shift, ts.logit_mean, ts.logit_std
+    warmup_steps, warmup_alpha = ts.warmup_steps, ts.warmup_alpha
+    if distribution not in TIMESTEP_DISTRIBUTIONS:
+        raise AnyCrowdError(f"Unknown timestep distribution {distribution!r}; choose one of {TIMESTEP_DISTRIBUTIONS}.")
     v = torch.rand(n, generator=generator, dtype=torch.float64)
     u = warmup_quantile(v, warmup_strength(step, warmup_steps, warmup_alpha))
     if distribution == "logit_normal":

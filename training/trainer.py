@@ -416,9 +416,7 @@ class Trainer:
         if train:
             gen = self.generator
             coins = torch.rand(3, generator=gen)
-            sigma = float(sample_sigmas(1, gen, distribution=ts.distribution, shift=ts.shift, logit_mean=ts.logit_mean,
-                                        logit_std=ts.logit_std, step=self.step, warmup_steps=ts.warmup_steps,
-                                        warmup_alpha=ts.warmup_alpha)[0])
+            sigma = float(sample_sigmas(1, gen, ts, step=self.step)[0])
             noise = torch.randn(x0.shape, generator=gen)
             drop_text = bool(coins[0] < cond.text_dropout)
             drop_ref = bool(coins[1] < cond.reference_dropout)
