@@ -867,29 +867,18 @@ def run_tracker(seq: PoseSequence, config: TrackerConfig | None = None, frames=N
     return _assemble(tr, kps, boxes, scores, counts)
 
 
-def track_people(
-    seq: PoseSequence,
-    *,
-    max_gap: int = 8,
-    min_track_length: int = 3,
-    iou_weight: float = 0.5,
-    kpt_weight: float = 1.0,
-    smoothing: float = 0.0,
-    max_tracks: int | None = None,
-    frames=None,
-    **more,
-) -> PoseTracks:
+def track_people(seq: PoseSequence, *, frames=None, **settings) -> PoseTracks:
     """Per-frame detections -> tracks with stable identities, ordered left to right.
 
     Bridged frames (a short detector miss inside a track) are interpolated and marked
     present; frames where a person left the picture are absent. `frames`: the video for the
-    colour cue (see `run_tracker`). Other settings (`max_cost`, `new_track_score`,
-    `reentry_gap`, `appearance`, ...): see `TrackerConfig`.
+    colour cue (see `run_tracker`). `settings`: any `TrackerConfig` field (`max_gap`,
+    `min_track_length`, `smoothing`, `max_tracks`, `max_cost`, `appearance`, ...), its
+    defaults otherwise.
     """
     names = {f.name for f in fields(TrackerConfig)}
-    unknown = sorted(set(more) - names)
+    unknown = sorted(set(settings) - names)
     if unknown:
         raise AnyCrowdError(f"Unknown tracker setting(s) {unknown}; known: {sorted(names)}.")
-    cfg = TrackerConfig(max_gap=max_gap, min_track_length=min_track_length, iou_weight=iou_weight,
-                        kpt_weight=kpt_weight, smoothing=smoothing, max_tracks=max_tracks, **more)
+    cfg = TrackerConfig(**settings)
     return run_tracker(seq, cfg, frames).tracks
