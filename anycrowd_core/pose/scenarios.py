@@ -306,76 +306,92 @@ def _paint_person(canvas: np.ndarray, kp: np.ndarray, size: float, clothes: np.n
 
 
 # ---- hand-made trajectories ----------------------------------------------------------------
+# Each is a function of (rng, t, h, w) giving the people on the 832x480 picture for t frames;
+# `_hand_made` seeds it by its name, and its keywords set the detector's faults (`_detections`).
 
-def cross_two(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("cross_two", seed))
-    h, w, t = 480, 832, 60
+_HEIGHT, _WIDTH = 480, 832
+
+
+def _hand_made(frames: int, description: str, **faults) -> Callable[[Callable], Callable[[int], Scenario]]:
+    """Turns `people(rng, t, h, w) -> list[_Person]` into the scenario maker `make(seed)`."""
+
+    def scenario_maker(people: Callable[..., list[_Person]]) -> Callable[[int], Scenario]:
+        name = people.__name__
+
+        def make(seed: int = 0) -> Scenario:
+            rng = np.random.default_rng(_seed(name, seed))
+            return _scenario(name, description, people(rng, frames, _HEIGHT, _WIDTH), _HEIGHT, _WIDTH, rng, **faults)
+
+        make.__name__ = make.__qualname__ = name
+        make.__doc__ = description
+        return make
+
+    return scenario_maker
+
+
+def _person(rng: np.random.Generator, t: int, x, feet, size, style: str = "walk", phase: float | None = None) -> _Person:
+    """A `_Person` over t frames; x, feet and size are arrays `[t]` or numbers held for the whole
+    clip; the gait phase is drawn from `rng` unless given."""
+    def series(v):
+        return np.full(t, v) if np.ndim(v) == 0 else v
+
+    return _Person(series(x), series(feet), series(size), rng.uniform(0, 6) if phase is None else phase, style)
+
+
+@_hand_made(60, "two people walk past each other, the far one hidden at the crossing")
+def cross_two(rng, t, h, w):
     u = np.linspace(0, 1, t)
-    people = [
-        _Person(0.15 * w + 0.7 * w * _ease(u), np.full(t, 0.92 * h), np.full(t, 0.55 * h), rng.uniform(0, 6)),
-        _Person(0.85 * w - 0.7 * w * _ease(u), np.full(t, 0.82 * h), np.full(t, 0.48 * h), rng.uniform(0, 6)),
+    return [
+        _person(rng, t, 0.15 * w + 0.7 * w * _ease(u), 0.92 * h, 0.55 * h),
+        _person(rng, t, 0.85 * w - 0.7 * w * _ease(u), 0.82 * h, 0.48 * h),
     ]
-    return _scenario("cross_two", "two people walk past each other, the far one hidden at the crossing",
-                     people, h, w, rng)
 
 
-def cross_same_height(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("cross_same_height", seed))
-    h, w, t = 480, 832, 48
+@_hand_made(48, "two people of the same height and depth cross at constant speed")
+def cross_same_height(rng, t, h, w):
     u = np.linspace(0, 1, t)
-    people = [
-        _Person(0.2 * w + 0.6 * w * u, np.full(t, 0.9 * h), np.full(t, 0.55 * h), 0.0),
-        _Person(0.8 * w - 0.6 * w * u, np.full(t, 0.88 * h), np.full(t, 0.55 * h), 2.0),
+    return [
+        _person(rng, t, 0.2 * w + 0.6 * w * u, 0.9 * h, 0.55 * h, phase=0.0),
+        _person(rng, t, 0.8 * w - 0.6 * w * u, 0.88 * h, 0.55 * h, phase=2.0),
     ]
-    return _scenario("cross_same_height", "two people of the same height and depth cross at constant speed",
-                     people, h, w, rng)
 
 
-def cross_group(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("cross_group", seed))
-    h, w, t = 480, 832, 90
+@_hand_made(90, "four people, two crossings at different times and depths")
+def cross_group(rng, t, h, w):
     u = np.linspace(0, 1, t)
     lin = lambda a, b, lo, hi: a + (b - a) * _ease(np.clip((u - lo) / (hi - lo), 0, 1))  # noqa: E731
-    people = [
-        _Person(lin(0.1 * w, 0.55 * w, 0.0, 0.6), np.full(t, 0.93 * h), np.full(t, 0.5 * h), rng.uniform(0, 6)),
-        _Person(lin(0.45 * w, 0.12 * w, 0.1, 0.6), np.full(t, 0.86 * h), np.full(t, 0.46 * h), rng.uniform(0, 6)),
-        _Person(lin(0.6 * w, 0.9 * w, 0.4, 1.0), np.full(t, 0.8 * h), np.full(t, 0.42 * h), rng.uniform(0, 6)),
-        _Person(lin(0.9 * w, 0.35 * w, 0.35, 0.95), np.full(t, 0.9 * h), np.full(t, 0.48 * h), rng.uniform(0, 6)),
+    return [
+        _person(rng, t, lin(0.1 * w, 0.55 * w, 0.0, 0.6), 0.93 * h, 0.5 * h),
+        _person(rng, t, lin(0.45 * w, 0.12 * w, 0.1, 0.6), 0.86 * h, 0.46 * h),
+        _person(rng, t, lin(0.6 * w, 0.9 * w, 0.4, 1.0), 0.8 * h, 0.42 * h),
+        _person(rng, t, lin(0.9 * w, 0.35 * w, 0.35, 0.95), 0.9 * h, 0.48 * h),
     ]
-    return _scenario("cross_group", "four people, two crossings at different times and depths",
-                     people, h, w, rng)
 
 
-def swap_circle(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("swap_circle", seed))
-    h, w, t = 480, 832, 96
+@_hand_made(96, "two dancers circle each other and swap sides twice (curved paths)")
+def swap_circle(rng, t, h, w):
     ang = np.linspace(0, 2 * np.pi, t)
     people = []
     for k in range(2):
         a = ang + k * np.pi
         depth = np.sin(a)  # +1 near, -1 far
-        people.append(_Person(0.5 * w + 0.2 * w * np.cos(a), 0.84 * h + 0.06 * h * depth,
-                              0.5 * h * (1 + 0.12 * depth), rng.uniform(0, 6), "dance"))
-    return _scenario("swap_circle", "two dancers circle each other and swap sides twice (curved paths)",
-                     people, h, w, rng)
+        people.append(_person(rng, t, 0.5 * w + 0.2 * w * np.cos(a), 0.84 * h + 0.06 * h * depth,
+                              0.5 * h * (1 + 0.12 * depth), "dance"))
+    return people
 
 
-def occlusion(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("occlusion", seed))
-    h, w, t = 480, 832, 72
+@_hand_made(72, "one person walks behind a dancer and is not detected for several frames")
+def occlusion(rng, t, h, w):
     u = np.linspace(0, 1, t)
-    people = [
-        _Person(np.full(t, 0.5 * w), np.full(t, 0.93 * h), np.full(t, 0.6 * h), rng.uniform(0, 6), "dance"),
-        _Person(0.25 * w + 0.5 * w * u, np.full(t, 0.82 * h), np.full(t, 0.5 * h), rng.uniform(0, 6)),
-        _Person(np.full(t, 0.85 * w), np.full(t, 0.9 * h), np.full(t, 0.55 * h), rng.uniform(0, 6), "dance"),
+    return [
+        _person(rng, t, 0.5 * w, 0.93 * h, 0.6 * h, "dance"),
+        _person(rng, t, 0.25 * w + 0.5 * w * u, 0.82 * h, 0.5 * h),
+        _person(rng, t, 0.85 * w, 0.9 * h, 0.55 * h, "dance"),
     ]
-    return _scenario("occlusion", "one person walks behind a dancer and is not detected for several frames",
-                     people, h, w, rng)
 
 
-def exit_reenter(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("exit_reenter", seed))
-    h, w, t = 480, 832, 120
+@_hand_made(120, "two people leave (left, right), stay out 20-40 frames and come back")
+def exit_reenter(rng, t, h, w):
     tt = np.arange(t)
 
     def out_and_back(start, edge_x, t_out0, t_out1, t_back0, t_back1):
@@ -384,52 +400,44 @@ def exit_reenter(seed: int = 0) -> Scenario:
         back = np.clip((tt - t_back0) / (t_back1 - t_back0), 0, 1)
         return np.where(tt >= t_back0, edge_x + (start - edge_x) * back, x)
 
-    people = [
-        _Person(out_and_back(0.2 * w, -0.25 * w, 5, 30, 70, 95), np.full(t, 0.9 * h), np.full(t, 0.5 * h), rng.uniform(0, 6)),
-        _Person(np.full(t, 0.5 * w), np.full(t, 0.88 * h), np.full(t, 0.5 * h), rng.uniform(0, 6), "dance"),
-        _Person(out_and_back(0.8 * w, 1.25 * w, 20, 40, 60, 85), np.full(t, 0.86 * h), np.full(t, 0.48 * h), rng.uniform(0, 6)),
+    return [
+        _person(rng, t, out_and_back(0.2 * w, -0.25 * w, 5, 30, 70, 95), 0.9 * h, 0.5 * h),
+        _person(rng, t, 0.5 * w, 0.88 * h, 0.5 * h, "dance"),
+        _person(rng, t, out_and_back(0.8 * w, 1.25 * w, 20, 40, 60, 85), 0.86 * h, 0.48 * h),
     ]
-    return _scenario("exit_reenter", "two people leave (left, right), stay out 20-40 frames and come back",
-                     people, h, w, rng)
 
 
-def dropped(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("dropped", seed))
-    h, w, t = 480, 832, 100
+@_hand_made(100, "five people, 25% of detections dropped at random (runs up to 6 frames)", drop=0.25, max_drop_run=6)
+def dropped(rng, t, h, w):
     u = np.linspace(0, 1, t)
-    people = [
-        _Person((0.12 + 0.19 * k) * w + 0.04 * w * np.sin(2 * np.pi * u * (1 + k % 2) + k), np.full(t, (0.86 + 0.02 * (k % 2)) * h),
-                np.full(t, 0.45 * h), rng.uniform(0, 6), "dance" if k % 2 else "walk")
+    return [
+        _person(rng, t, (0.12 + 0.19 * k) * w + 0.04 * w * np.sin(2 * np.pi * u * (1 + k % 2) + k),
+                (0.86 + 0.02 * (k % 2)) * h, 0.45 * h, "dance" if k % 2 else "walk")
         for k in range(5)
     ]
-    return _scenario("dropped", "five people, 25% of detections dropped at random (runs up to 6 frames)",
-                     people, h, w, rng, drop=0.25, max_drop_run=6)
 
 
-def false_positives(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("false_positives", seed))
-    h, w, t = 480, 832, 80
+@_hand_made(80, "three people and ~1 spurious detection per frame (1-2 frames each)", false_rate=1.0)
+def false_positives(rng, t, h, w):
     u = np.linspace(0, 1, t)
-    people = [
-        _Person(0.2 * w + 0.25 * w * u, np.full(t, 0.9 * h), np.full(t, 0.5 * h), rng.uniform(0, 6)),
-        _Person(np.full(t, 0.6 * w), np.full(t, 0.86 * h), np.full(t, 0.5 * h), rng.uniform(0, 6), "dance"),
-        _Person(0.9 * w - 0.15 * w * u, np.full(t, 0.88 * h), np.full(t, 0.5 * h), rng.uniform(0, 6)),
+    return [
+        _person(rng, t, 0.2 * w + 0.25 * w * u, 0.9 * h, 0.5 * h),
+        _person(rng, t, 0.6 * w, 0.86 * h, 0.5 * h, "dance"),
+        _person(rng, t, 0.9 * w - 0.15 * w * u, 0.88 * h, 0.5 * h),
     ]
-    return _scenario("false_positives", "three people and ~1 spurious detection per frame (1-2 frames each)",
-                     people, h, w, rng, false_rate=1.0)
 
 
 def noisy_crowd(seed: int = 0, num_people: int = 9, num_frames: int = 120, drop: float = 0.05,
                 false_rate: float = 0.2, noise: float = 0.02) -> Scenario:
     """`num_people` dancers in a row drifting a little (also the benchmark input)."""
     rng = np.random.default_rng(_seed("noisy_crowd", seed))
-    h, w, t = 480, 832, num_frames
+    h, w, t = _HEIGHT, _WIDTH, num_frames
     u = np.arange(t) / 60.0
     spacing = w / num_people
     size = min(0.5 * h, 1.2 * spacing / 0.6)
     people = [
-        _Person((k + 0.5) * spacing + 0.15 * spacing * np.sin(2 * np.pi * 0.3 * u + 1.3 * k),
-                np.full(t, (0.88 + 0.03 * (k % 3)) * h), np.full(t, size), rng.uniform(0, 6), "dance")
+        _person(rng, t, (k + 0.5) * spacing + 0.15 * spacing * np.sin(2 * np.pi * 0.3 * u + 1.3 * k),
+                (0.88 + 0.03 * (k % 3)) * h, size, "dance")
         for k in range(num_people)
     ]
     return _scenario("noisy_crowd", f"{num_people} dancers side by side, noisy points, drops and spurious boxes",
@@ -444,55 +452,44 @@ def _ramp(t: int, a: float, b: float, t0: int, t1: int) -> np.ndarray:
     return a + (b - a) * np.clip((np.arange(t) - t0) / max(t1 - t0, 1), 0, 1)
 
 
-def edge_entry_cross(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("edge_entry_cross", seed))
-    h, w, t = 480, 832, 80
-    people = [
-        _Person(_ramp(t, -0.03 * w, 0.8 * w, 0, t - 1), np.full(t, 0.88 * h), np.full(t, 0.5 * h), rng.uniform(0, 6)),
-        _Person(_ramp(t, 0.62 * w, 0.2 * w, 0, t - 1), np.full(t, 0.9 * h), np.full(t, 0.5 * h), rng.uniform(0, 6)),
+@_hand_made(80, "one person enters half out of the left edge and crosses a walker of the same size")
+def edge_entry_cross(rng, t, h, w):
+    return [
+        _person(rng, t, _ramp(t, -0.03 * w, 0.8 * w, 0, t - 1), 0.88 * h, 0.5 * h),
+        _person(rng, t, _ramp(t, 0.62 * w, 0.2 * w, 0, t - 1), 0.9 * h, 0.5 * h),
     ]
-    return _scenario("edge_entry_cross", "one person enters half out of the left edge and crosses a walker of the same size",
-                     people, h, w, rng)
 
 
-def edge_entry_both(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("edge_entry_both", seed))
-    h, w, t = 480, 832, 70
-    people = [
-        _Person(_ramp(t, -0.04 * w, 1.04 * w, 0, t - 1), np.full(t, 0.88 * h), np.full(t, 0.52 * h), rng.uniform(0, 6)),
-        _Person(_ramp(t, 1.04 * w, -0.04 * w, 0, t - 1), np.full(t, 0.89 * h), np.full(t, 0.52 * h), rng.uniform(0, 6)),
+@_hand_made(70, "two people enter half out of opposite edges at once and cross in the middle")
+def edge_entry_both(rng, t, h, w):
+    return [
+        _person(rng, t, _ramp(t, -0.04 * w, 1.04 * w, 0, t - 1), 0.88 * h, 0.52 * h),
+        _person(rng, t, _ramp(t, 1.04 * w, -0.04 * w, 0, t - 1), 0.89 * h, 0.52 * h),
     ]
-    return _scenario("edge_entry_both", "two people enter half out of opposite edges at once and cross in the middle",
-                     people, h, w, rng)
 
 
-def edge_entry_group(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("edge_entry_group", seed))
-    h, w, t = 480, 832, 110
-    people = [
-        _Person(np.full(t, 0.35 * w), np.full(t, 0.92 * h), np.full(t, 0.5 * h), rng.uniform(0, 6), "dance"),
-        _Person(np.full(t, 0.65 * w), np.full(t, 0.9 * h), np.full(t, 0.5 * h), rng.uniform(0, 6), "dance"),
-        _Person(_ramp(t, 1.03 * w, 0.12 * w, 0, 80), np.full(t, 0.86 * h), np.full(t, 0.47 * h), rng.uniform(0, 6)),
-        _Person(_ramp(t, -0.03 * w, 0.85 * w, 25, t - 1), np.full(t, 0.88 * h), np.full(t, 0.49 * h), rng.uniform(0, 6)),
+@_hand_made(110, "two walkers enter half out of the edges and pass two dancers (behind and in front)")
+def edge_entry_group(rng, t, h, w):
+    return [
+        _person(rng, t, 0.35 * w, 0.92 * h, 0.5 * h, "dance"),
+        _person(rng, t, 0.65 * w, 0.9 * h, 0.5 * h, "dance"),
+        _person(rng, t, _ramp(t, 1.03 * w, 0.12 * w, 0, 80), 0.86 * h, 0.47 * h),
+        _person(rng, t, _ramp(t, -0.03 * w, 0.85 * w, 25, t - 1), 0.88 * h, 0.49 * h),
     ]
-    return _scenario("edge_entry_group", "two walkers enter half out of the edges and pass two dancers (behind and in front)",
-                     people, h, w, rng)
 
 
-def pose_box_cross(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("pose_box_cross", seed))
-    h, w, t = 480, 832, 90
-    people = [
-        _Person(_ramp(t, 0.3 * w, 0.7 * w, 5, 85), np.full(t, 0.88 * h), np.full(t, 0.5 * h), rng.uniform(0, 6), "dance"),
-        _Person(_ramp(t, 0.7 * w, 0.3 * w, 5, 85), np.full(t, 0.885 * h), np.full(t, 0.5 * h), rng.uniform(0, 6), "dance"),
+@_hand_made(90, "two dancers waving their arms pass each other slowly at the same depth "
+                "(boxes change with the arms)", noise=0.015)
+def pose_box_cross(rng, t, h, w):
+    return [
+        _person(rng, t, _ramp(t, 0.3 * w, 0.7 * w, 5, 85), 0.88 * h, 0.5 * h, "dance"),
+        _person(rng, t, _ramp(t, 0.7 * w, 0.3 * w, 5, 85), 0.885 * h, 0.5 * h, "dance"),
     ]
-    return _scenario("pose_box_cross", "two dancers waving their arms pass each other slowly at the same depth "
-                     "(boxes change with the arms)", people, h, w, rng, noise=0.015)
 
 
-def line_swap9(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("line_swap9", seed))
-    h, w, t, n = 480, 832, 100, 9
+@_hand_made(100, "a line of 9 dancers; neighbours swap places in pairs, twice (one passes in front)", noise=0.015)
+def line_swap9(rng, t, h, w):
+    n = 9
     spacing = w / n
     size = min(0.5 * h, 1.2 * spacing / 0.6)
     slot = (np.arange(n) + 0.5) * spacing
@@ -513,35 +510,29 @@ def line_swap9(seed: int = 0) -> Scenario:
             feet[a] += bump
             feet[b] -= bump
             place[a], place[b] = s + 1, s
-    people = [_Person(x[i], feet[i], np.full(t, size), float(phases[i]), "dance") for i in range(n)]
-    return _scenario("line_swap9", "a line of 9 dancers; neighbours swap places in pairs, twice (one passes in front)",
-                     people, h, w, rng, noise=0.015)
+    return [_person(rng, t, x[i], feet[i], size, "dance", phase=float(phases[i])) for i in range(n)]
 
 
-def hidden_false_positive(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("hidden_false_positive", seed))
-    h, w, t = 480, 832, 80
-    people = [
-        _Person(np.full(t, 0.5 * w), np.full(t, 0.94 * h), np.full(t, 0.62 * h), rng.uniform(0, 6), "dance"),
-        _Person(_ramp(t, 0.2 * w, 0.8 * w, 0, t - 1), np.full(t, 0.82 * h), np.full(t, 0.48 * h), rng.uniform(0, 6)),
-        _Person(_ramp(t, 0.9 * w, 0.65 * w, 0, t - 1), np.full(t, 0.86 * h), np.full(t, 0.5 * h), rng.uniform(0, 6)),
+@_hand_made(80, "a walker hidden behind a dancer while stray detections pop up next to where it is",
+            stray_near_hidden=0.6)
+def hidden_false_positive(rng, t, h, w):
+    return [
+        _person(rng, t, 0.5 * w, 0.94 * h, 0.62 * h, "dance"),
+        _person(rng, t, _ramp(t, 0.2 * w, 0.8 * w, 0, t - 1), 0.82 * h, 0.48 * h),
+        _person(rng, t, _ramp(t, 0.9 * w, 0.65 * w, 0, t - 1), 0.86 * h, 0.5 * h),
     ]
-    return _scenario("hidden_false_positive", "a walker hidden behind a dancer while stray detections pop up next to "
-                     "where it is", people, h, w, rng, stray_near_hidden=0.6)
 
 
-def hidden_stray_crowd(seed: int = 0) -> Scenario:
-    rng = np.random.default_rng(_seed("hidden_stray_crowd", seed))
-    h, w, t = 480, 832, 100
-    people = [
-        _Person(np.full(t, 0.3 * w), np.full(t, 0.95 * h), np.full(t, 0.6 * h), rng.uniform(0, 6), "dance"),
-        _Person(np.full(t, 0.7 * w), np.full(t, 0.95 * h), np.full(t, 0.6 * h), rng.uniform(0, 6), "dance"),
-        _Person(_ramp(t, 0.1 * w, 0.9 * w, 0, t - 1), np.full(t, 0.8 * h), np.full(t, 0.45 * h), rng.uniform(0, 6)),
-        _Person(_ramp(t, 0.9 * w, 0.15 * w, 10, t - 1), np.full(t, 0.83 * h), np.full(t, 0.46 * h), rng.uniform(0, 6)),
-        _Person(_ramp(t, 0.5 * w, 0.05 * w, 20, t - 1), np.full(t, 0.78 * h), np.full(t, 0.44 * h), rng.uniform(0, 6)),
+@_hand_made(100, "three walkers pass behind two dancers; stray detections near the hidden ones and spurious "
+                 "boxes", stray_near_hidden=0.25, false_rate=0.3)
+def hidden_stray_crowd(rng, t, h, w):
+    return [
+        _person(rng, t, 0.3 * w, 0.95 * h, 0.6 * h, "dance"),
+        _person(rng, t, 0.7 * w, 0.95 * h, 0.6 * h, "dance"),
+        _person(rng, t, _ramp(t, 0.1 * w, 0.9 * w, 0, t - 1), 0.8 * h, 0.45 * h),
+        _person(rng, t, _ramp(t, 0.9 * w, 0.15 * w, 10, t - 1), 0.83 * h, 0.46 * h),
+        _person(rng, t, _ramp(t, 0.5 * w, 0.05 * w, 20, t - 1), 0.78 * h, 0.44 * h),
     ]
-    return _scenario("hidden_stray_crowd", "three walkers pass behind two dancers; stray detections near the hidden "
-                     "ones and spurious boxes", people, h, w, rng, stray_near_hidden=0.25, false_rate=0.3)
 
 
 # ---- procedural scenes ------------------------------------------------------------------
