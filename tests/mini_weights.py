@@ -9,15 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from anycrowd_core.attention import GateBank
 from anycrowd_core.mini import MINI_CONFIG
 from anycrowd_core.mini.model import BASE_FILE, GATES_FILE, LORA_FILE
 from anycrowd_core.wan import random_wan_vace, save_wan_vace
-from training.config import LORA_TARGETS
+from random_adapters import random_gates, random_lora
 from training.export import save_gates, save_lora
-from training.lora import LoraWeights, lora_target_names
 
 EXTRA = {"step": "0", "attention": "tsda", "agf": "gated"}
 
@@ -28,17 +24,8 @@ def write_random_mini_weights(folder, seed: int = 0, rank: int = 4, alpha: float
     folder.mkdir(parents=True, exist_ok=True)
     model = random_wan_vace(MINI_CONFIG, seed=seed)
     save_wan_vace(model, folder / BASE_FILE)
-    gen = torch.Generator().manual_seed(seed + 1)
-    modules = dict(model.named_modules())
-    lora = {}
-    for path in lora_target_names(model, LORA_TARGETS, ("dit", "vace")):
-        w = modules[path].weight
-        lora[path] = LoraWeights(A=torch.randn(rank, w.shape[1], generator=gen) / w.shape[1] ** 0.5,
-                                 B=torch.randn(w.shape[0], rank, generator=gen) * 0.05, alpha=alpha)
+    lora = random_lora(model, rank=rank, alpha=alpha, seed=seed + 1)
     save_lora(folder / LORA_FILE, lora, MINI_CONFIG, rank=rank, alpha=alpha, config_hash="random", extra=EXTRA)
-    torch.manual_seed(seed + 2)
-    gates = GateBank(MINI_CONFIG.dim, MINI_CONFIG.num_layers, MINI_CONFIG.vace_layers, hidden=16)
-    for p in gates.parameters():
-        torch.nn.init.normal_(p, std=0.5)
+    gates = random_gates(MINI_CONFIG.dim, MINI_CONFIG.num_layers, MINI_CONFIG.vace_layers, hidden=16, seed=seed + 2)
     save_gates(folder / GATES_FILE, gates, MINI_CONFIG, config_hash="random", extra=EXTRA)
     return folder

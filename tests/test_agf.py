@@ -10,6 +10,7 @@ from anycrowd_core.bench.attention import ToySelfAttention
 from anycrowd_core.boxes import boxes_from_masks
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.layout import build_token_layout
+from random_adapters import random_gates
 
 DIM = 16
 
@@ -26,12 +27,9 @@ def overlapping_scene(frames=5):
     return build_token_layout(ref, boxes_from_masks(masks), [0, 1], track_masks=masks)
 
 
-def random_gates(layers=2, seed=0, hidden=8):
-    torch.manual_seed(seed)
-    gates = GateBank(DIM, layers, layers, hidden=hidden)
-    for p in gates.parameters():
-        torch.nn.init.normal_(p, std=0.5)
-    return gates
+def toy_gates():
+    """Acting gates for 2 DiT + 2 VACE layers of the toy width."""
+    return random_gates(DIM, 2, 2, hidden=8)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +53,7 @@ def test_untrained_gate_scores_all_candidates_equally():
 
 
 def test_gate_is_cast_to_the_input_dtype():
-    gate = random_gates().gate("dit", 0)
+    gate = toy_gates().gate("dit", 0)
     x = torch.randn(4, 3, DIM, dtype=torch.float64)
     scores = gate(x)
     assert scores.dtype == torch.float64
@@ -64,7 +62,7 @@ def test_gate_is_cast_to_the_input_dtype():
 
 def test_missing_gate_layer_is_a_clear_error():
     with pytest.raises(AnyCrowdError, match="has 2 'vace' gates but layer vace.5"):
-        random_gates().gate("vace", 5)
+        toy_gates().gate("vace", 5)
 
 
 def test_fusion_variants_on_a_hand_made_token():
@@ -109,7 +107,7 @@ def test_agf_loss_is_cross_entropy_against_soft_labels():
 def test_recorded_agf_loss_matches_dense_reference_and_trains_the_gates(layer):
     layout = overlapping_scene()
     assert (layout.candidate_count >= 2).sum() > 4
-    gates = random_gates()
+    gates = toy_gates()
     hook = AnyCrowdAttention(layout, agf="gated", gates=gates, record_agf_loss=True)
     x = torch.randn(2, layout.num_tokens, DIM)
     hook(x, layer.ops("dit", 0))
@@ -131,8 +129,8 @@ def test_agf_loss_needs_soft_labels_and_gates():
     layout = overlapping_scene()
     no_labels = build_token_layout(torch.ones(1, 48, 64, dtype=torch.bool), torch.zeros(1, 5, 4), [0])
     with pytest.raises(AnyCrowdError, match="track_masks"):
-        AnyCrowdAttention(no_labels, gates=random_gates(), record_agf_loss=True)
+        AnyCrowdAttention(no_labels, gates=toy_gates(), record_agf_loss=True)
     with pytest.raises(AnyCrowdError, match="agf='gated' and pass a GateBank"):
-        AnyCrowdAttention(layout, agf="mean", gates=random_gates(), record_agf_loss=True)
+        AnyCrowdAttention(layout, agf="mean", gates=toy_gates(), record_agf_loss=True)
     with pytest.raises(AnyCrowdError, match="agf='gated' and pass a GateBank"):
         AnyCrowdAttention(layout, record_agf_loss=True)

@@ -14,6 +14,7 @@ from anycrowd_core.bench.attention import ToySelfAttention
 from anycrowd_core.boxes import boxes_from_masks
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.layout import build_token_layout
+from random_adapters import random_gates
 
 DIM, HEADS = 16, 2
 
@@ -51,11 +52,7 @@ def random_scene(seed, n, tracks=None, h=4, w=5, frames=9, background=True):
 
 
 def nontrivial_gates(seed, layers=3):
-    torch.manual_seed(seed)
-    gates = GateBank(DIM, layers, layers, hidden=8)
-    for p in gates.parameters():
-        torch.nn.init.normal_(p, std=0.7)
-    return gates
+    return random_gates(DIM, layers, layers, hidden=8, std=0.7, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ should: a clear error naming the problem and the fix, or its documented behaviou
 import pytest
 
 from bad_inputs import CASES, classify, passes
-from test_training_run import one_thread  # noqa: F401  (autouse: tiny models on a shared CPU)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a shared CPU
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -16,18 +16,14 @@ from anycrowd_core.scenes import make_scene
 from anycrowd_core.wan import PRESETS, WanVaceModel, load_wan_vace
 from anycrowd_core.wan.lora_merge import merge_lora
 from comfy_host import requires_comfyui
+from random_adapters import random_lora
 from tiny_wan import random_state_dict, tiny_config, tiny_inputs
 from training.config import LORA_TARGETS
 from training.export import base_model_name, lora_state_dict, save_gates, save_lora
-from training.lora import LoraWeights, lora_target_names
+from training.lora import LoraWeights
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fresh_model(cfg, seed=3):
@@ -45,17 +41,6 @@ def peft_model(cfg, targets=LORA_TARGETS, branches=("dit", "vace"), rank=4, alph
         for layer in lora_layers(model).values():
             layer.lora_B["default"].weight.normal_(0, 0.05, generator=gen)
     return model
-
-
-def random_lora(model, cfg, rank=4, alpha=8.0, seed=0) -> dict:
-    gen = torch.Generator().manual_seed(seed)
-    modules = dict(model.named_modules())
-    out = {}
-    for path in lora_target_names(model, LORA_TARGETS, ("dit", "vace")):
-        w = modules[path].weight
-        out[path] = LoraWeights(A=torch.randn(rank, w.shape[1], generator=gen) / w.shape[1] ** 0.5,
-                                B=torch.randn(w.shape[0], rank, generator=gen) * 0.05, alpha=alpha)
-    return out
 
 
 def test_every_lora_key_names_a_weight_of_the_model_with_the_comfyui_prefix():
@@ -100,7 +85,7 @@ def test_merging_the_exported_lora_reproduces_the_peft_model():
 
 def test_files_carry_metadata_naming_the_base_model(tmp_path):
     cfg = tiny_config()
-    path = save_lora(tmp_path / "a_lora.safetensors", random_lora(fresh_model(cfg), cfg), cfg, rank=4, alpha=8.0,
+    path = save_lora(tmp_path / "a_lora.safetensors", random_lora(fresh_model(cfg)), cfg, rank=4, alpha=8.0,
                      config_hash="abc")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
@@ -112,7 +97,7 @@ def test_files_carry_metadata_naming_the_base_model(tmp_path):
 
 def test_adapter_for_another_model_size_is_refused(tmp_path):
     cfg = tiny_config()
-    lora = save_lora(tmp_path / "x_lora.safetensors", random_lora(fresh_model(cfg), cfg), cfg, rank=4, alpha=4.0)
+    lora = save_lora(tmp_path / "x_lora.safetensors", random_lora(fresh_model(cfg)), cfg, rank=4, alpha=4.0)
     gates = save_gates(tmp_path / "x_gates.safetensors", GateBank(cfg.dim, cfg.num_layers, cfg.vace_layers, 16), cfg)
     other = tiny_config(dim=128, num_heads=4)
     with pytest.raises(AnyCrowdError, match=r"trained for .*dim 64, 4 blocks, 2 VACE blocks.*dim 128"):
@@ -159,7 +144,7 @@ def test_comfyui_loader_maps_every_key_and_matches_our_merged_model(tmp_path):
 
     cfg = tiny_vace_config()
     ours = load_wan_vace(tiny_vace_state_dict(seed=0), dtype=torch.float32, num_heads=cfg.num_heads)
-    weights = random_lora(ours, cfg, rank=4, alpha=2.0)
+    weights = random_lora(ours, rank=4, alpha=2.0)
     path = save_lora(tmp_path / "t_lora.safetensors", weights, cfg, rank=4, alpha=2.0)
     lora = load_file(str(path))
 
@@ -216,7 +201,7 @@ def test_files_without_a_recorded_base_read_as_unrecorded(tmp_path):
     from anycrowd_core.adapter_base import AdapterBase, files_base
 
     cfg = tiny_config()
-    path = save_lora(tmp_path / "old_lora.safetensors", random_lora(fresh_model(cfg), cfg), cfg, rank=4, alpha=4.0)
+    path = save_lora(tmp_path / "old_lora.safetensors", random_lora(fresh_model(cfg)), cfg, rank=4, alpha=4.0)
     loaded = load_adapter_files(path, None, cfg)
     assert "base_family" not in loaded.metadata["lora"] and loaded.metadata["lora"]["base_model"] == "custom"
     assert AdapterBase.from_metadata(loaded.metadata["lora"]) is None and files_base(loaded.metadata) is None
@@ -238,7 +223,7 @@ def test_a_size_mismatch_names_the_recorded_base(tmp_path):
 
     cfg = tiny_config()
     base = adapter_base(cfg, "wan2.2-vace-fun", "low_noise", "tiny_low.safetensors")
-    path = save_lora(tmp_path / "x_lora.safetensors", random_lora(fresh_model(cfg), cfg), cfg, rank=4, alpha=4.0,
+    path = save_lora(tmp_path / "x_lora.safetensors", random_lora(fresh_model(cfg)), cfg, rank=4, alpha=4.0,
                      base=base)
     with pytest.raises(AnyCrowdError, match=r"trained for Wan 2\.2 VACE-Fun custom, low-noise expert \(tiny_low"
                                             r"\.safetensors\) \(dim 64, 4 blocks, 2 VACE blocks\)"):

@@ -19,6 +19,7 @@ from anycrowd_core.attention import GateBank
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.wan import PRESETS
 from pack import load_pack
+from random_adapters import random_gates
 from tiny_wan import tiny_config
 from training.export import save_gates, save_lora
 from training.lora import LoraWeights
@@ -85,11 +86,7 @@ def tiny_lora(cfg, rank=2, seed=0):
 
 
 def tiny_gates(cfg, seed=0):
-    torch.manual_seed(seed)
-    gates = GateBank(cfg.dim, cfg.num_layers, cfg.vace_layers, hidden=8)
-    for p in gates.parameters():
-        torch.nn.init.normal_(p, std=0.5)
-    return gates
+    return random_gates(cfg.dim, cfg.num_layers, cfg.vace_layers, hidden=8, seed=seed)
 
 
 EXTRA = {"step": "120", "attention": "tsda", "agf": "gated", "targets": "self_attn.q", "branches": "dit,vace",

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-# shared tiny-data helpers and the one-thread autouse fixture of the trainer tests
-from test_training_run import config, make_samples, one_thread  # noqa: F401
+# shared tiny-data helpers of the trainer tests
+from test_training_run import config, make_samples
 from tiny_wan import tiny_config
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.wan import random_state_dict
@@ -20,6 +20,7 @@ from training import checkpoint as ckpt
 from training import run
 from training.trainer import NonFiniteTraining, Trainer, TrainingInterrupted
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a shared CPU
 STEPS = ["train.max_steps=4", "train.checkpoint_every=1", "train.keep_checkpoints=5"]
 
 

@@ -12,8 +12,7 @@ from training.config import load_config
 from training.scene_samples import SceneSamples, scene_specs
 from training.trainer import Trainer
 
-from test_training_run import one_thread  # noqa: F401  (autouse: tiny matmuls on a shared CPU)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a shared CPU
 SMALL = {"frames": [5], "widths": [96], "height": 64, "min_characters": 1, "max_characters": 2,
          "scenarios": ["crossing", "swap"], "cross_driven": 0.5}
 

@@ -14,9 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-# shared tiny-data helpers and the one-thread autouse fixture of the trainer tests
-from test_training_run import config, make_samples, one_thread  # noqa: F401
+# shared tiny-data helpers of the trainer tests
+from test_training_run import config, make_samples
 from training.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a shared CPU
 
 
 @pytest.fixture(scope="module")

@@ -22,16 +22,8 @@ from training.timesteps import sample_sigmas, shift_sigma, warmup_quantile
 from anycrowd_core.wan import shifted_reference_positions
 from training.trainer import ResumableSampler, Trainer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 TEXT_DIM = 32
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matmuls on a shared 2-core machine are dominated by thread hand-offs
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_samples(n: int, seed: int = 0, characters: int = 2) -> list[TrainingSample]:
