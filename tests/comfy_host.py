@@ -100,14 +100,22 @@ def comfy_node_registry():
     return comfy_nodes
 
 
-def load_as_custom_node(folder: Path) -> bool:
+def load_as_custom_node(folder: Path, keys):
     """Load the repository through ComfyUI's own custom-node loader from a link named
-    `ComfyUI-AnyCrowd` (hyphenated, as users clone it) in `folder`; True when ComfyUI loaded it."""
+    `ComfyUI-AnyCrowd` (hyphenated, as users clone it) in `folder`. Asserts that ComfyUI loaded it
+    and registered each node of `keys` as the real node (not the MISSING_DEPENDENCY placeholder)
+    from a module named by that path; returns ComfyUI's node registry."""
     from pack import REPO
 
+    registry = comfy_node_registry()
     link = Path(folder) / "ComfyUI-AnyCrowd"
     link.symlink_to(REPO, target_is_directory=True)
-    return asyncio.run(comfy_node_registry().load_custom_node(str(link), module_parent="custom_nodes"))
+    assert asyncio.run(registry.load_custom_node(str(link), module_parent="custom_nodes")) is True
+    for key in keys:
+        cls = registry.NODE_CLASS_MAPPINGS[key]
+        assert not hasattr(cls, "MISSING_DEPENDENCY"), key
+        assert "ComfyUI-AnyCrowd.nodes." in cls.__module__  # ComfyUI names the module by its path
+    return registry
 
 
 def text_conditioning(seed: int, length: int = 6):

@@ -11,7 +11,8 @@ import torch
 from anycrowd_core.attention import AnyCrowdAttention, GateBank
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.layout import build_token_layout
-from comfy_host import import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_patcher, tiny_vace_state_dict
+from comfy_host import load_pack_with_comfy, requires_comfyui, tiny_vace_patcher, tiny_vace_state_dict
+from random_adapters import random_gates
 
 pytestmark = requires_comfyui
 H = W = 64  # pixels: 4x4 tokens per latent frame
@@ -28,19 +29,8 @@ def make_layout(height=H, width=W, frames=PIXEL_FRAMES):
 
 
 @pytest.fixture(scope="module")
-def comfy():
-    return import_comfy()
-
-
-@pytest.fixture(scope="module")
-def cp(comfy):
-    pack = load_pack_with_comfy()
+def cp(pack):
     return importlib.import_module(f"{pack.__name__}.nodes.comfy_patch")
-
-
-@pytest.fixture(scope="module")
-def base(comfy):
-    return tiny_vace_patcher(seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -120,17 +110,13 @@ def with_lora(comfy, patcher, sd):
 
 
 def gates_for(model, seed=0, hidden=16):
-    torch.manual_seed(seed)
     dm = model.model.diffusion_model
-    gates = GateBank(dm.dim, len(dm.blocks), len(dm.vace_blocks), hidden=hidden)
-    for p in gates.parameters():
-        torch.nn.init.normal_(p, std=0.5)
-    return gates
+    return random_gates(dm.dim, len(dm.blocks), len(dm.vace_blocks), hidden=hidden, seed=seed)
 
 
-def test_comfy_loader_gives_a_vace_model_that_passes_the_check(cp, base):
-    assert type(base.model.diffusion_model).__name__ == "VaceWanModel"
-    cp.check_wan_vace(base)
+def test_comfy_loader_gives_a_vace_model_that_passes_the_check(cp, model):
+    assert type(model.model.diffusion_model).__name__ == "VaceWanModel"
+    cp.check_wan_vace(model)
 
 
 def test_plain_wan_t2v_model_is_refused_in_plain_words(comfy, cp):
@@ -142,24 +128,24 @@ def test_plain_wan_t2v_model_is_refused_in_plain_words(comfy, cp):
 
 
 @pytest.mark.parametrize("contexts", [1, 2])
-def test_global_mode_is_bit_exact_through_apply_model(comfy, cp, base, layout, contexts):
+def test_global_mode_is_bit_exact_through_apply_model(comfy, cp, model, layout, contexts):
     inp = Inputs(layout, contexts=contexts)
-    expected = apply_model(comfy, base, inp)
-    patched = cp.patch_model(base, layout, mode="global")
+    expected = apply_model(comfy, model, inp)
+    patched = cp.patch_model(model, layout, mode="global")
     assert torch.equal(apply_model(comfy, patched, inp), expected)
 
 
-def test_global_mode_is_bit_exact_through_a_sampling_step(comfy, cp, base, layout):
+def test_global_mode_is_bit_exact_through_a_sampling_step(comfy, cp, model, layout):
     inp = Inputs(layout)
-    expected = sample_step(comfy, base, inp)
-    assert torch.equal(sample_step(comfy, cp.patch_model(base, layout, mode="global"), inp), expected)
+    expected = sample_step(comfy, model, inp)
+    assert torch.equal(sample_step(comfy, cp.patch_model(model, layout, mode="global"), inp), expected)
 
 
 @pytest.mark.parametrize("mode", ["masked", "tsda"])
-def test_binding_modes_run_in_both_branches_and_change_the_output(comfy, cp, base, layout, mode):
+def test_binding_modes_run_in_both_branches_and_change_the_output(comfy, cp, model, layout, mode):
     inp = Inputs(layout)
-    plain = sample_step(comfy, base, inp)
-    patched = cp.patch_model(base, layout, mode=mode)
+    plain = sample_step(comfy, model, inp)
+    patched = cp.patch_model(model, layout, mode=mode)
     spy = SpyAttention(layout, mode=mode)
     patched.model_options["transformer_options"]["anycrowd"] = spy
     out = sample_step(comfy, patched, inp)
@@ -168,17 +154,17 @@ def test_binding_modes_run_in_both_branches_and_change_the_output(comfy, cp, bas
     assert {(b, i) for b, i, _ in spy.calls} == {("dit", i) for i in range(4)} | {("vace", j) for j in range(2)}
 
 
-def test_each_branch_alone_differs_from_both(comfy, cp, base, layout):
+def test_each_branch_alone_differs_from_both(comfy, cp, model, layout):
     inp = Inputs(layout)
-    outs = {b: apply_model(comfy, cp.patch_model(base, layout, mode="masked", branches=b), inp)
+    outs = {b: apply_model(comfy, cp.patch_model(model, layout, mode="masked", branches=b), inp)
             for b in ("both", "dit", "vace")}
     assert not torch.equal(outs["dit"], outs["both"]) and not torch.equal(outs["vace"], outs["both"])
     assert not torch.equal(outs["dit"], outs["vace"])
 
 
-def test_hook_sees_cond_and_uncond_batched_and_every_vace_context(comfy, cp, base, layout):
+def test_hook_sees_cond_and_uncond_batched_and_every_vace_context(comfy, cp, model, layout):
     inp = Inputs(layout, contexts=2)
-    patched = cp.patch_model(base, layout, mode="masked")
+    patched = cp.patch_model(model, layout, mode="masked")
     spy = SpyAttention(layout, mode="masked")
     patched.model_options["transformer_options"]["anycrowd"] = spy
     sample_step(comfy, patched, inp)
@@ -190,12 +176,12 @@ def test_hook_sees_cond_and_uncond_batched_and_every_vace_context(comfy, cp, bas
     assert all(c[2] == shape for c in spy.calls)
 
 
-def test_lora_takes_effect_on_a_patched_model_in_either_order(comfy, cp, base, layout):
+def test_lora_takes_effect_on_a_patched_model_in_either_order(comfy, cp, model, layout):
     inp = Inputs(layout)
     lora = lora_state_dict()
-    patched = cp.patch_model(base, layout, mode="masked")
+    patched = cp.patch_model(model, layout, mode="masked")
     patch_then_lora = with_lora(comfy, patched, lora)
-    lora_then_patch = cp.patch_model(with_lora(comfy, base, lora), layout, mode="masked")
+    lora_then_patch = cp.patch_model(with_lora(comfy, model, lora), layout, mode="masked")
     targets = {"diffusion_model.blocks.0.self_attn.q.weight", "diffusion_model.vace_blocks.1.self_attn.v.weight"}
     assert set(patch_then_lora.patches) == set(lora_then_patch.patches) == targets  # none silently dropped
     without = apply_model(comfy, patched, inp)
@@ -205,11 +191,11 @@ def test_lora_takes_effect_on_a_patched_model_in_either_order(comfy, cp, base, l
     assert torch.equal(a, b)
 
 
-def test_lora_on_a_global_patch_equals_lora_alone(comfy, cp, base, layout):
+def test_lora_on_a_global_patch_equals_lora_alone(comfy, cp, model, layout):
     inp = Inputs(layout)
     lora = lora_state_dict()
-    expected = apply_model(comfy, with_lora(comfy, base, lora), inp)
-    got = apply_model(comfy, with_lora(comfy, cp.patch_model(base, layout, mode="global"), lora), inp)
+    expected = apply_model(comfy, with_lora(comfy, model, lora), inp)
+    got = apply_model(comfy, with_lora(comfy, cp.patch_model(model, layout, mode="global"), lora), inp)
     assert torch.equal(got, expected)
 
 
@@ -229,91 +215,91 @@ def test_low_vram_partial_load_keeps_lora_and_patch(comfy, cp, layout):
     assert torch.equal(partial, full)
 
 
-def test_patching_a_clone_leaves_the_original_untouched(comfy, cp, base, layout):
+def test_patching_a_clone_leaves_the_original_untouched(comfy, cp, model, layout):
     inp = Inputs(layout)
-    before = sample_step(comfy, base, inp)
-    patched = cp.patch_model(base, layout, mode="tsda")
+    before = sample_step(comfy, model, inp)
+    patched = cp.patch_model(model, layout, mode="tsda")
     patched_out = sample_step(comfy, patched, inp)
-    after = sample_step(comfy, base, inp)
+    after = sample_step(comfy, model, inp)
     assert torch.equal(after, before) and not torch.equal(patched_out, before)
-    assert base.object_patches == {} and "anycrowd" not in base.model_options["transformer_options"]
-    assert type(base.model.diffusion_model.blocks[0].self_attn).__name__ == "WanSelfAttention"
+    assert model.object_patches == {} and "anycrowd" not in model.model_options["transformer_options"]
+    assert type(model.model.diffusion_model.blocks[0].self_attn).__name__ == "WanSelfAttention"
     assert all(k.endswith(".self_attn.forward") for k in patched.object_patches)
 
 
-def test_repatching_replaces_the_mode(comfy, cp, base, layout):
+def test_repatching_replaces_the_mode(comfy, cp, model, layout):
     inp = Inputs(layout)
-    twice = cp.patch_model(cp.patch_model(base, layout, mode="tsda"), layout, mode="global")
-    assert torch.equal(apply_model(comfy, twice, inp), apply_model(comfy, base, inp))
+    twice = cp.patch_model(cp.patch_model(model, layout, mode="tsda"), layout, mode="global")
+    assert torch.equal(apply_model(comfy, twice, inp), apply_model(comfy, model, inp))
     patch = twice.object_patches["diffusion_model.blocks.0.self_attn.forward"]
     assert patch.fallback.__func__ is type(patch.module).forward  # the original, one AnyCrowd level
 
 
-def test_another_packs_forward_patch_composes_and_nothing_outlives_the_run(comfy, cp, base, layout):
+def test_another_packs_forward_patch_composes_and_nothing_outlives_the_run(comfy, cp, model, layout):
     """Packs such as KJNodes object-patch `...self_attn.forward` (a method bound to the
     original layer): before ours it becomes our fallback, after ours it wins; unloading
     leaves the base model's layers running their own forward."""
     inp = Inputs(layout)
-    plain = apply_model(comfy, base, inp)
+    plain = apply_model(comfy, model, inp)
     key = "diffusion_model.blocks.0.self_attn"
     calls = []
-    layer = base.get_model_object(key)
+    layer = model.get_model_object(key)
 
     def other_forward(x, freqs, transformer_options={}, **kw):
         calls.append(1)
         return type(layer).forward(layer, x, freqs, transformer_options=transformer_options, **kw)
 
-    first = base.clone()
+    first = model.clone()
     first.add_object_patch(f"{key}.forward", other_forward)
     ours = cp.patch_model(first, layout, mode="global")
     assert torch.equal(apply_model(comfy, ours, inp), plain) and calls
     calls.clear()
-    after = cp.patch_model(base, layout, mode="masked").clone()
+    after = cp.patch_model(model, layout, mode="masked").clone()
     after.add_object_patch(f"{key}.forward", other_forward)
     apply_model(comfy, after, inp)
     assert calls  # the later patch of the same key wins, deterministically
     comfy.model_management.unload_all_models()
     calls.clear()
-    assert torch.equal(apply_model(comfy, base, inp), plain) and not calls
+    assert torch.equal(apply_model(comfy, model, inp), plain) and not calls
     assert "forward" not in vars(layer) or vars(layer)["forward"].__func__ is type(layer).forward
 
 
-def test_layout_for_another_resolution_gives_a_readable_error_from_sampling(comfy, cp, base):
+def test_layout_for_another_resolution_gives_a_readable_error_from_sampling(comfy, cp, model):
     inp = Inputs(make_layout())
-    patched = cp.patch_model(base, make_layout(height=96), mode="masked")
+    patched = cp.patch_model(model, make_layout(height=96), mode="masked")
     msg = r"built for 64x96, 5 frames .* = 120 tokens, but the dit branch got 80 tokens: rebuild the layout"
     with pytest.raises(AnyCrowdError, match=msg):
         sample_step(comfy, patched, inp)
 
 
-def test_trained_gates_change_tsda_and_load_with_the_model(comfy, cp, base, layout):
+def test_trained_gates_change_tsda_and_load_with_the_model(comfy, cp, model, layout):
     inp = Inputs(layout)
-    gates = gates_for(base)
-    gated = cp.patch_model(base, layout, mode="tsda", agf="gated", gates=gates)
+    gates = gates_for(model)
+    gated = cp.patch_model(model, layout, mode="tsda", agf="gated", gates=gates)
     assert [m.model for m in gated.get_additional_models()] == [gates]
-    mean = apply_model(comfy, cp.patch_model(base, layout, mode="tsda", agf="mean"), inp)
-    untrained = apply_model(comfy, cp.patch_model(base, layout, mode="tsda", agf="gated"), inp)
+    mean = apply_model(comfy, cp.patch_model(model, layout, mode="tsda", agf="mean"), inp)
+    untrained = apply_model(comfy, cp.patch_model(model, layout, mode="tsda", agf="gated"), inp)
     assert torch.equal(untrained, mean)  # no gates: the gated mode equals mean fusion
     assert (apply_model(comfy, gated, inp) - mean).abs().max() > 1e-4
 
 
-def test_gates_for_another_model_size_are_refused(cp, base, layout):
+def test_gates_for_another_model_size_are_refused(cp, model, layout):
     wrong = GateBank(256, 30, 15, hidden=8)
     with pytest.raises(AnyCrowdError, match="1.3B vs 14B"):
-        cp.patch_model(base, layout, mode="tsda", gates=wrong)
+        cp.patch_model(model, layout, mode="tsda", gates=wrong)
 
 
-def test_node_returns_a_patched_clone(comfy, base, layout):
+def test_node_returns_a_patched_clone(comfy, model, layout):
     pack = load_pack_with_comfy()
     node_mod = importlib.import_module(f"{pack.__name__}.nodes.node_tsda_patch")
-    (patched,) = node_mod.AnyCrowdTSDAPatch().patch(base, layout, "tsda", "max", "vace")
+    (patched,) = node_mod.AnyCrowdTSDAPatch().patch(model, layout, "tsda", "max", "vace")
     hook = patched.model_options["transformer_options"]["anycrowd"]
     assert (hook.mode, hook.agf, hook.branches, hook.layout) == ("tsda", "max", ("vace",), layout)
-    assert patched is not base and len(patched.object_patches) == 6
+    assert patched is not model and len(patched.object_patches) == 6
 
 
 @pytest.mark.parametrize("mode", ["global", "masked", "tsda"])
-def test_shifted_rope_patch_equals_the_core_model_at_the_shifted_positions(comfy, cp, base, layout, mode):
+def test_shifted_rope_patch_equals_the_core_model_at_the_shifted_positions(comfy, cp, model, layout, mode):
     """patch_model(shifted_rope=True) gives ComfyUI's Wan the reference positions the trainer
     used (beside the video grid), in every mode: its output equals the core model's."""
     from comfy_host import tiny_vace_config
@@ -326,7 +312,7 @@ def test_shifted_rope_patch_equals_the_core_model_at_the_shifted_positions(comfy
     frames = layout.num_ref_frames + layout.video_frames
     h, w = layout.grid
     inputs = tiny_inputs(cfg, frames=frames, height=2 * h, width=2 * w, seed=3)
-    patched = cp.patch_model(base, layout, mode=mode, shifted_rope=True)
+    patched = cp.patch_model(model, layout, mode=mode, shifted_rope=True)
     comfy.model_management.load_models_gpu([patched])
     dm = patched.model.diffusion_model
     options = patched.model_options["transformer_options"]
@@ -340,11 +326,11 @@ def test_shifted_rope_patch_equals_the_core_model_at_the_shifted_positions(comfy
     assert (theirs - unshifted).abs().max() > 1e-3
 
 
-def test_shifted_rope_follows_the_adapter_and_refuses_another_token_count(comfy, cp, base, layout):
-    adapted = base.clone()
+def test_shifted_rope_follows_the_adapter_and_refuses_another_token_count(comfy, cp, model, layout):
+    adapted = model.clone()
     adapted.model_options["transformer_options"][cp.ADAPTER_KEY] = {"shifted_rope": True}
     on = cp.patch_model(adapted, layout, mode="masked")
-    off = cp.patch_model(base, layout, mode="masked")
+    off = cp.patch_model(model, layout, mode="masked")
     assert isinstance(on.model_options["transformer_options"].get(cp.ROPE_KEY), cp.ShiftedRope)
     assert cp.ROPE_KEY not in off.model_options["transformer_options"]
     rope = on.model_options["transformer_options"][cp.ROPE_KEY]
@@ -352,17 +338,17 @@ def test_shifted_rope_follows_the_adapter_and_refuses_another_token_count(comfy,
         rope.freqs(torch.zeros(1, len(rope.positions) - 16, 1, 8, 2, 2))
 
 
-def test_apply_shift_equals_comfyuis_model_sampling_sd3_node(comfy, cp, base, layout):
+def test_apply_shift_equals_comfyuis_model_sampling_sd3_node(comfy, cp, model, layout):
     """The shift is set without instantiating the core node class, with the same result."""
     import importlib
 
     runtime = importlib.import_module(cp.__name__.replace("comfy_patch", "comfy_runtime"))
     advanced = importlib.import_module("comfy_extras.nodes_model_advanced")
-    ours = runtime.apply_shift(base, 5.0)
-    theirs = advanced.ModelSamplingSD3().patch(base, 5.0)[0]
+    ours = runtime.apply_shift(model, 5.0)
+    theirs = advanced.ModelSamplingSD3().patch(model, 5.0)[0]
     a, b = ours.get_model_object("model_sampling"), theirs.get_model_object("model_sampling")
     assert torch.equal(a.sigmas, b.sigmas) and a.shift == b.shift == 5.0 and a.multiplier == b.multiplier
-    assert ours is not base and "model_sampling" not in base.object_patches
+    assert ours is not model and "model_sampling" not in model.object_patches
     inp = Inputs(make_layout())
     assert torch.equal(sample_step(comfy, ours, inp), sample_step(comfy, theirs, inp))
 
@@ -381,10 +367,10 @@ class Attn1Recorder:
 
 
 @pytest.mark.parametrize("mode", ["masked", "tsda"])
-def test_attn1_patch_runs_in_every_patched_layer_as_wan_self_attention_calls_it(comfy, cp, base, layout, mode):
+def test_attn1_patch_runs_in_every_patched_layer_as_wan_self_attention_calls_it(comfy, cp, model, layout, mode):
     inp = Inputs(layout)
-    plain = apply_model(comfy, cp.patch_model(base, layout, mode=mode), inp)
-    patched = cp.patch_model(base, layout, mode=mode)
+    plain = apply_model(comfy, cp.patch_model(model, layout, mode=mode), inp)
+    patched = cp.patch_model(model, layout, mode=mode)
     keep = Attn1Recorder()
     patched.set_model_attn1_patch(keep)
     torch.testing.assert_close(apply_model(comfy, patched, inp), plain, atol=1e-5, rtol=1e-5)
@@ -393,25 +379,25 @@ def test_attn1_patch_runs_in_every_patched_layer_as_wan_self_attention_calls_it(
     for call in keep.calls:
         assert set(call) == {"x", "q", "k", "transformer_options"}
         assert (call["x"], call["q"], call["k"]) == ((1, n, 256), (1, n, 2, 128), (1, n, 2, 128))
-    scaled = cp.patch_model(base, layout, mode=mode)
+    scaled = cp.patch_model(model, layout, mode=mode)
     scaled.set_model_attn1_patch(Attn1Recorder(scale=0.0))
     assert (apply_model(comfy, scaled, inp) - plain).abs().max() > 1e-3
 
 
-def test_the_cpu_hosts_sub_quad_backend_keeps_torch_sdpa(comfy, cp, base):
+def test_the_cpu_hosts_sub_quad_backend_keeps_torch_sdpa(comfy, cp, model):
     import comfy.ldm.modules.attention as attention
 
     from anycrowd_core.attention import sdpa
 
     ca = importlib.import_module(cp.__name__.replace("comfy_patch", "comfy_attention"))
-    layer = base.model.diffusion_model.blocks[0].self_attn
+    layer = model.model.diffusion_model.blocks[0].self_attn
     assert ca.layer_attention_function(attention, layer).__name__ == "attention_sub_quad"  # CPU host default
     assert ca.comfy_attend(attention, layer, {}) is sdpa
 
 
 @pytest.mark.parametrize("mode", ["masked", "tsda"])
 def test_with_the_pytorch_backend_the_groups_run_through_comfyui_and_the_output_is_unchanged(
-        comfy, cp, base, layout, mode, monkeypatch):
+        comfy, cp, model, layout, mode, monkeypatch):
     """attention_pytorch goes through ComfyUI's function (its kernel priority on CUDA); on the CPU
     that is the very SDPA kernel, so the output is bit-equal to the groups on our SDPA (which
     equals the core model, test_shifted_rope_patch_equals_the_core_model...)."""
@@ -429,26 +415,26 @@ def test_with_the_pytorch_backend_the_groups_run_through_comfyui_and_the_output_
     counted.__name__ = "attention_pytorch"
     monkeypatch.setattr(wan_model, "optimized_attention", counted)  # cross-attention uses it too
     monkeypatch.setattr(ca, "SDPA_INSTEAD_OF", ca.SDPA_INSTEAD_OF | {"attention_pytorch"})
-    on_sdpa = apply_model(comfy, cp.patch_model(base, layout, mode=mode, agf="mean"), inp)
+    on_sdpa = apply_model(comfy, cp.patch_model(model, layout, mode=mode, agf="mean"), inp)
     group_calls = [n for n in calls if n < layout.num_tokens]
     monkeypatch.undo()
     monkeypatch.setattr(wan_model, "optimized_attention", counted)
-    through_comfy = apply_model(comfy, cp.patch_model(base, layout, mode=mode, agf="mean"), inp)
+    through_comfy = apply_model(comfy, cp.patch_model(model, layout, mode=mode, agf="mean"), inp)
     assert torch.equal(through_comfy, on_sdpa)
     assert not group_calls  # first run: groups on our SDPA
     assert any(n < layout.num_tokens for n in calls)  # the identity groups went through it
 
 
-def test_an_attention_override_runs_every_group_of_the_binding_modes(comfy, cp, base, layout):
+def test_an_attention_override_runs_every_group_of_the_binding_modes(comfy, cp, model, layout):
     inp = Inputs(layout)
-    plain = apply_model(comfy, cp.patch_model(base, layout, mode="masked"), inp)
+    plain = apply_model(comfy, cp.patch_model(model, layout, mode="masked"), inp)
     lengths = []
 
     def override(func, *args, **kwargs):
         lengths.append(args[0].shape[1])
         return func(*args, **kwargs)
 
-    patched = cp.patch_model(base, layout, mode="masked")
+    patched = cp.patch_model(model, layout, mode="masked")
     patched.model_options["transformer_options"]["optimized_attention_override"] = override
     got = apply_model(comfy, patched, inp)
     torch.testing.assert_close(got, plain, atol=1e-5, rtol=1e-5)  # ComfyUI's sub_quad vs torch sdpa
@@ -458,9 +444,9 @@ def test_an_attention_override_runs_every_group_of_the_binding_modes(comfy, cp, 
     assert Counter(lengths) == Counter(groups * 6 + [n] * 6)  # every group of every layer, once
 
 
-def test_an_override_that_needs_the_whole_sequence_is_skipped_with_one_warning(comfy, cp, base, layout, caplog):
+def test_an_override_that_needs_the_whole_sequence_is_skipped_with_one_warning(comfy, cp, model, layout, caplog):
     inp = Inputs(layout)
-    plain = apply_model(comfy, cp.patch_model(base, layout, mode="tsda", agf="mean"), inp)
+    plain = apply_model(comfy, cp.patch_model(model, layout, mode="tsda", agf="mean"), inp)
     n = layout.num_tokens
 
     def whole_sequence_only(func, *args, **kwargs):
@@ -468,7 +454,7 @@ def test_an_override_that_needs_the_whole_sequence_is_skipped_with_one_warning(c
             raise RuntimeError(f"shape '[1, 5, 4, 6, -1]' is invalid for input of size {args[0].numel()}")
         return func(*args, **kwargs)
 
-    patched = cp.patch_model(base, layout, mode="tsda", agf="mean")
+    patched = cp.patch_model(model, layout, mode="tsda", agf="mean")
     patched.model_options["transformer_options"]["optimized_attention_override"] = whole_sequence_only
     with caplog.at_level("WARNING"):
         got = apply_model(comfy, patched, inp)
@@ -478,12 +464,12 @@ def test_an_override_that_needs_the_whole_sequence_is_skipped_with_one_warning(c
     assert len(warnings) == 1 and "cannot run on AnyCrowd's identity groups" in warnings[0]
 
 
-def test_gates_patcher_rebuilds_a_fresh_copy_as_multigpu_deepclones_need(comfy, cp, base, layout):
+def test_gates_patcher_rebuilds_a_fresh_copy_as_multigpu_deepclones_need(comfy, cp, model, layout):
     """v0.39 `ModelPatcher.deepclone_multigpu` calls every additional model's
     `cached_patcher_init[0](*cached_patcher_init[1])` (and `clone` may add disable_dynamic=True)
     and needs a patcher holding its own, untainted weights."""
-    gates = gates_for(base)
-    patched = cp.patch_model(base, layout, mode="tsda", gates=gates)
+    gates = gates_for(model)
+    patched = cp.patch_model(model, layout, mode="tsda", gates=gates)
     (patcher,) = patched.get_additional_models_with_key(cp.GATES_KEY)
     init = patcher.cached_patcher_init
     assert len(init) == 2 and callable(init[0])

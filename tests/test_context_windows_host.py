@@ -14,7 +14,7 @@ import upstream_context_windows as upstream
 from anycrowd_core.attention import AnyCrowdAttention
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.layout import build_token_layout, window_layout
-from comfy_host import import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_config, tiny_vace_patcher, tiny_vace_state_dict
+from comfy_host import requires_comfyui, tiny_vace_config, tiny_vace_state_dict
 
 pytestmark = requires_comfyui
 H = W = 64  # 4 x 4 tokens per latent frame
@@ -34,19 +34,8 @@ def make_layout():
 
 
 @pytest.fixture(scope="module")
-def comfy():
-    return import_comfy()
-
-
-@pytest.fixture(scope="module")
-def mods(comfy):
-    pack = load_pack_with_comfy()
+def mods(pack):
     return {name: importlib.import_module(f"{pack.__name__}.nodes.{name}") for name in ("comfy_patch", "context_windows")}
-
-
-@pytest.fixture(scope="module")
-def base(comfy):
-    return tiny_vace_patcher(seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +56,12 @@ def node_output(out):
     return out.args[0] if hasattr(out, "args") else out[0]
 
 
-def test_0_3_64_wan_context_windows_are_refused_before_the_first_step(comfy, mods, base, layout):
+def test_0_3_64_wan_context_windows_are_refused_before_the_first_step(comfy, mods, model, layout):
     """0.3.64 has WAN Context Windows but they pass the whole clip's vace_context to every
     window: the patched MODEL refuses before the model runs once, naming our sampler."""
     from comfy_extras.nodes_context_windows import WanContextWindowsManualNode
 
-    patched = mods["comfy_patch"].patch_model(base, layout, mode="masked")
+    patched = mods["comfy_patch"].patch_model(model, layout, mode="masked")
     windowed = node_output(WanContextWindowsManualNode.execute(patched, 9, 4, "standard_static", 1, False, "flat"))
     assert "context_handler" in windowed.model_options
     calls = []
@@ -87,9 +76,9 @@ def test_0_3_64_wan_context_windows_are_refused_before_the_first_step(comfy, mod
     assert calls == []
 
 
-def test_without_context_windows_sampling_is_unchanged_by_the_wrapper(comfy, mods, base, layout):
+def test_without_context_windows_sampling_is_unchanged_by_the_wrapper(comfy, mods, model, layout):
     """The OUTER_SAMPLE wrapper leaves a run without a context handler alone."""
-    patched = mods["comfy_patch"].patch_model(base, layout, mode="masked")
+    patched = mods["comfy_patch"].patch_model(model, layout, mode="masked")
     bare = patched.clone()
     bare.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, mods["context_windows"].WRAPPER_KEY)
     noise, latent, positive, negative = sampling_inputs(layout)
@@ -98,14 +87,14 @@ def test_without_context_windows_sampling_is_unchanged_by_the_wrapper(comfy, mod
     assert torch.equal(*runs)
 
 
-def test_repatching_keeps_one_wrapper(comfy, mods, base, layout):
-    twice = mods["comfy_patch"].patch_model(mods["comfy_patch"].patch_model(base, layout), layout, mode="tsda")
+def test_repatching_keeps_one_wrapper(comfy, mods, model, layout):
+    twice = mods["comfy_patch"].patch_model(mods["comfy_patch"].patch_model(model, layout), layout, mode="tsda")
     outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
     assert len(twice.get_wrappers(outer, mods["context_windows"].WRAPPER_KEY)) == 1
 
 
 @pytest.mark.parametrize("mode,shifted", [("masked", False), ("tsda", False), ("masked", True)])
-def test_each_window_of_today_s_handler_equals_the_core_model_on_the_window_layout(comfy, mods, base, layout, mode, shifted):
+def test_each_window_of_today_s_handler_equals_the_core_model_on_the_window_layout(comfy, mods, model, layout, mode, shifted):
     """Today's WAN Context Windows (restated), after our wrapper made every window start
     with the references: the real patched ComfyUI model on each window's slice (latent and
     vace_context cut by the handler, the window published in transformer_options) equals
@@ -120,7 +109,7 @@ def test_each_window_of_today_s_handler_equals_the_core_model_on_the_window_layo
     core = load_wan_vace(tiny_vace_state_dict(seed=0), dtype=torch.float32, num_heads=cfg.num_heads)
     r, (h, w) = layout.num_ref_frames, layout.grid
     inp = tiny_inputs(cfg, frames=r + layout.video_frames, height=2 * h, width=2 * w, seed=3)
-    patched = mods["comfy_patch"].patch_model(base, layout, mode=mode, shifted_rope=shifted)
+    patched = mods["comfy_patch"].patch_model(model, layout, mode=mode, shifted_rope=shifted)
     comfy.model_management.load_models_gpu([patched])
     dm = patched.model.diffusion_model
     options = {"transformer_options": dict(patched.model_options["transformer_options"])}
@@ -144,12 +133,12 @@ def test_each_window_of_today_s_handler_equals_the_core_model_on_the_window_layo
     assert seen == [[0, 1, 2], [2, 3, 4]]  # 9 frames = 3 latent frames, overlap 4 frames = 1
 
 
-def test_sampling_with_today_s_handler_runs_every_window_with_its_layout(comfy, mods, base, layout):
+def test_sampling_with_today_s_handler_runs_every_window_with_its_layout(comfy, mods, model, layout):
     """A whole KSampler run on the real host with today's handler (restated) attached like
     the WAN Context Windows node attaches it: the wrapper swaps in the reference-first
     windows, each window's layers get that window's layout, and the result is finite."""
     cw = mods["context_windows"]
-    patched = mods["comfy_patch"].patch_model(base, layout, mode="tsda")
+    patched = mods["comfy_patch"].patch_model(model, layout, mode="tsda")
     windowed = patched.clone()
     windowed.model_options["context_handler"] = handler = upstream.wan_context_windows(context_frames=9, overlap_frames=4)
     tokens = []
@@ -167,14 +156,14 @@ def test_sampling_with_today_s_handler_runs_every_window_with_its_layout(comfy, 
     assert handler.context_schedule.func is upstream.create_windows_static_standard  # the user's handler untouched
 
 
-def test_today_s_windows_on_a_patched_model_equal_our_own_sliding_windows(comfy, mods, base, layout):
+def test_today_s_windows_on_a_patched_model_equal_our_own_sliding_windows(comfy, mods, model, layout):
     """Flat fusion over the same windows: a KSampler run with today's handler (restated) on
     the patched MODEL gives what our Long Video Sampler's WindowedModelFunction gives,
     [references | window] per window and overlaps averaged by update count."""
     from anycrowd_core.long_video import plan_latent_windows
 
     lvc = importlib.import_module(mods["comfy_patch"].__name__.replace("comfy_patch", "long_video_comfy"))
-    patched = mods["comfy_patch"].patch_model(base, layout, mode="tsda")
+    patched = mods["comfy_patch"].patch_model(model, layout, mode="tsda")
     native = patched.clone()
     native.model_options["context_handler"] = upstream.wan_context_windows(context_frames=9, overlap_frames=4)
     ours = patched.clone()

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
-from anycrowd_core.scenes import make_scene
 from anycrowd_core.video_io import read_video, write_mp4, write_png
 from comfy_host import (
-    comfy_node_registry,
     load_as_custom_node,
     requires_comfyui,
     run_api_prompt,
@@ -31,16 +28,9 @@ API_FILE = REPO / "workflows" / "anycrowd_identity_masks_wan21_vace_1.3B_api.jso
 H, W, T = 64, 96, 9
 
 
-@pytest.fixture(scope="module")
-def scene():
-    return make_scene(num_characters=2, num_frames=T, height=H, width=W, seed=0, scenario="crossing")
-
-
 def test_identity_masks_registers_through_comfyuis_custom_node_loader_and_runs(tmp_path, scene):
-    registry = comfy_node_registry()
-    assert load_as_custom_node(tmp_path) is True
+    registry = load_as_custom_node(tmp_path, [KEY])
     cls = registry.NODE_CLASS_MAPPINGS[KEY]
-    assert not hasattr(cls, "MISSING_DEPENDENCY")
     assert "ComfyUI-AnyCrowd.nodes.node_identity_masks" in cls.__module__
     assert registry.NODE_DISPLAY_NAME_MAPPINGS[KEY].startswith("AnyCrowd Identity Masks")
     ref, tracks, binding, *_ = cls().read(mask_video=scail_colour_video(scene.track_masks))

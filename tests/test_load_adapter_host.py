@@ -10,8 +10,6 @@ import asyncio
 import importlib
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -19,25 +17,15 @@ import torch
 from anycrowd_core.attention import GateBank
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.wan import WanVaceModel
-from comfy_host import COMFYUI_PATH, import_comfy, load_pack_with_comfy, requires_comfyui, tiny_vace_config, tiny_vace_patcher
-from pack import REPO
+from comfy_host import COMFYUI_PATH, requires_comfyui, tiny_vace_config, tiny_vace_patcher
+from pack import run_fresh_python
+from random_adapters import random_gates, random_lora
 from test_comfy_patch_host import Inputs, apply_model, make_layout
-from test_lora_export import random_lora
 from training.config import LORA_TARGETS
 from training.export import save_gates, save_lora
 
 pytestmark = requires_comfyui
 EXTRA = {"step": "50", "attention": "tsda", "agf": "gated"}
-
-
-@pytest.fixture(scope="module")
-def comfy():
-    return import_comfy()
-
-
-@pytest.fixture(scope="module")
-def pack(comfy):
-    return load_pack_with_comfy()
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +43,6 @@ def native_nodes(comfy):
 
 
 @pytest.fixture(scope="module")
-def base(comfy):
-    return tiny_vace_patcher(seed=0)
-
-
-@pytest.fixture(scope="module")
 def layout():
     return make_layout()
 
@@ -67,15 +50,11 @@ def layout():
 def adapter_weights(cfg, seed=0):
     with torch.device("meta"):
         shapes = WanVaceModel(cfg)  # names and shapes only
-    return random_lora(shapes, cfg, rank=4, alpha=2.0, seed=seed)
+    return random_lora(shapes, rank=4, alpha=2.0, seed=seed)
 
 
 def trained_gates(cfg, seed=0):
-    torch.manual_seed(seed)
-    gates = GateBank(cfg.dim, cfg.num_layers, cfg.vace_layers, hidden=16)
-    for p in gates.parameters():
-        torch.nn.init.normal_(p, std=0.5)
-    return gates
+    return random_gates(cfg.dim, cfg.num_layers, cfg.vace_layers, hidden=16, seed=seed)
 
 
 @pytest.fixture
@@ -106,9 +85,7 @@ def test_pack_import_inside_comfyui_registers_the_gates_folder():
         "paths, exts = folder_paths.folder_names_and_paths['anycrowd_gates']\n"
         "import json; print(json.dumps([paths, sorted(exts), folder_paths.models_dir]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    paths, exts, models_dir = json.loads(out.stdout.strip().splitlines()[-1])
+    paths, exts, models_dir = json.loads(run_fresh_python(code).strip().splitlines()[-1])
     assert paths == [os.path.join(models_dir, "anycrowd_gates")] and exts == [".safetensors"]
 
 
@@ -120,24 +97,24 @@ def test_file_lists_come_from_comfyuis_folders(node_mods, folders):
 
 
 @pytest.mark.parametrize("strength", [1.0, 0.6])
-def test_lora_changes_the_model_exactly_like_the_native_lora_loader(comfy, native_nodes, node_mods, base, layout,
+def test_lora_changes_the_model_exactly_like_the_native_lora_loader(comfy, native_nodes, node_mods, model, layout,
                                                                    folders, strength):
-    ours, _, info = node_mods["node_load_adapter"].AnyCrowdLoadAdapter().load(base, "run_lora.safetensors", "None", strength)
-    theirs = native_nodes.LoraLoaderModelOnly().load_lora_model_only(base, "run_lora.safetensors", strength)[0]
-    assert ours is not base and set(ours.patches) == set(theirs.patches)
+    ours, _, info = node_mods["node_load_adapter"].AnyCrowdLoadAdapter().load(model, "run_lora.safetensors", "None", strength)
+    theirs = native_nodes.LoraLoaderModelOnly().load_lora_model_only(model, "run_lora.safetensors", strength)[0]
+    assert ours is not model and set(ours.patches) == set(theirs.patches)
     assert len(ours.patches) == (4 + 2) * len(LORA_TARGETS)  # every target of the 4 DiT + 2 VACE blocks
     inp = Inputs(layout)
-    plain = apply_model(comfy, base, inp)
+    plain = apply_model(comfy, model, inp)
     got, want = apply_model(comfy, ours, inp), apply_model(comfy, theirs, inp)
     assert torch.equal(got, want)
     assert (got - plain).abs().max() > 1e-3
     assert "trained steps: 50" in info and "rank 4, alpha 2.0" in info
-    assert base.patches == {}  # the input MODEL is untouched
+    assert model.patches == {}  # the input MODEL is untouched
 
 
-def test_gates_come_back_equal_and_change_the_tsda_patch_output(comfy, node_mods, base, layout, folders):
-    model, gates, info = node_mods["node_load_adapter"].AnyCrowdLoadAdapter().load(
-        base, "run_lora.safetensors", "run_gates.safetensors", 1.0)
+def test_gates_come_back_equal_and_change_the_tsda_patch_output(comfy, node_mods, model, layout, folders):
+    adapted, gates, info = node_mods["node_load_adapter"].AnyCrowdLoadAdapter().load(
+        model, "run_lora.safetensors", "run_gates.safetensors", 1.0)
     saved = folders["gates"].state_dict()
     assert isinstance(gates, GateBank) and gates.state_dict().keys() == saved.keys()
     assert all(torch.equal(gates.state_dict()[k], v) for k, v in saved.items())
@@ -145,35 +122,35 @@ def test_gates_come_back_equal_and_change_the_tsda_patch_output(comfy, node_mods
 
     patch = node_mods["node_tsda_patch"].AnyCrowdTSDAPatch().patch
     inp = Inputs(layout)
-    gated = apply_model(comfy, patch(model, layout, "tsda", "gated", "both", gates=gates)[0], inp)
-    mean = apply_model(comfy, patch(model, layout, "tsda", "gated", "both", gates=None)[0], inp)
-    direct = apply_model(comfy, node_mods["comfy_patch"].patch_model(model, layout, "tsda", "gated", gates=folders["gates"]), inp)
+    gated = apply_model(comfy, patch(adapted, layout, "tsda", "gated", "both", gates=gates)[0], inp)
+    mean = apply_model(comfy, patch(adapted, layout, "tsda", "gated", "both", gates=None)[0], inp)
+    direct = apply_model(comfy, node_mods["comfy_patch"].patch_model(adapted, layout, "tsda", "gated", gates=folders["gates"]), inp)
     assert (gated - mean).abs().max() > 1e-4
     assert torch.equal(gated, direct)  # the loaded gates act exactly like the ones that were saved
 
 
-def test_gates_change_the_anycrowd_sampler_output(comfy, node_mods, base, layout, folders):
-    model, gates, _ = node_mods["node_load_adapter"].AnyCrowdLoadAdapter().load(base, "None", "run_gates.safetensors", 1.0)
+def test_gates_change_the_anycrowd_sampler_output(comfy, node_mods, model, layout, folders):
+    adapted, gates, _ = node_mods["node_load_adapter"].AnyCrowdLoadAdapter().load(model, "None", "run_gates.safetensors", 1.0)
     inp = Inputs(layout)
     sampler = node_mods["node_sampler"].AnyCrowdSampler()
 
     def run(g):
-        return sampler.sample(model, inp.positive, inp.negative, {"samples": inp.latent}, layout, "tsda", "gated",
+        return sampler.sample(adapted, inp.positive, inp.negative, {"samples": inp.latent}, layout, "tsda", "gated",
                               0, 1, 3.0, "euler", "simple", 8.0, 1.0, gates=g)[0]["samples"]
 
     with_gates, without = run(gates), run(None)
     assert with_gates.shape == without.shape and (with_gates - without).abs().max() > 1e-4
 
 
-def test_a_lora_for_another_model_size_is_refused(node_mods, base, folders):
+def test_a_lora_for_another_model_size_is_refused(node_mods, model, folders):
     node = node_mods["node_load_adapter"].AnyCrowdLoadAdapter()
     with pytest.raises(AnyCrowdError) as err:
-        node.load(base, "small_lora.safetensors", "None", 1.0)
+        node.load(model, "small_lora.safetensors", "None", 1.0)
     message = str(err.value)
     assert "was trained for" in message
     assert "(dim 256, 2 blocks, 1 VACE blocks)" in message and "(dim 256, 4 blocks, 2 VACE blocks)" in message
     with pytest.raises(AnyCrowdError, match=r"gates small_gates.safetensors was trained for .*2 blocks"):
-        node.load(base, "None", "small_gates.safetensors", 1.0)
+        node.load(model, "None", "small_gates.safetensors", 1.0)
 
 
 class CaptureAdapter:
@@ -244,7 +221,7 @@ def test_api_prompt_through_comfyuis_validation_and_executor(tmp_path, pack, fol
             paths.remove(str(models))
 
 
-def test_a_lora_trained_with_shifted_rope_is_applied_with_it_and_equals_the_core(comfy, node_mods, base, layout,
+def test_a_lora_trained_with_shifted_rope_is_applied_with_it_and_equals_the_core(comfy, node_mods, model, layout,
                                                                                   folders, tmp_path):
     """Load Adapter reads shifted_rope from the LoRA's metadata; the TSDA Patch then gives the
     reference frames the trainer's positions: ComfyUI's output equals the core model with the
@@ -262,9 +239,9 @@ def test_a_lora_trained_with_shifted_rope_is_applied_with_it_and_equals_the_core
     loras = folder_paths.folder_names_and_paths["loras"][0][0]
     path = save_lora(f"{loras}/rope_lora.safetensors", adapter_weights(cfg, seed=3), cfg, rank=4, alpha=2.0,
                      config_hash="r", extra={**EXTRA, "shifted_rope": "true"})
-    model, _, info = node_mods["node_load_adapter"].AnyCrowdLoadAdapter().load(base, "rope_lora.safetensors", "None", 1.0)
-    assert "shifted RoPE" in info and node_mods["comfy_patch"].adapter_shifted_rope(model)
-    patched = node_mods["node_tsda_patch"].AnyCrowdTSDAPatch().patch(model, layout, "masked", "gated", "both")[0]
+    adapted, _, info = node_mods["node_load_adapter"].AnyCrowdLoadAdapter().load(model, "rope_lora.safetensors", "None", 1.0)
+    assert "shifted RoPE" in info and node_mods["comfy_patch"].adapter_shifted_rope(adapted)
+    patched = node_mods["node_tsda_patch"].AnyCrowdTSDAPatch().patch(adapted, layout, "masked", "gated", "both")[0]
     comfy.model_management.load_models_gpu([patched])
     frames = layout.num_ref_frames + layout.video_frames
     h, w = layout.grid
@@ -282,7 +259,7 @@ def test_a_lora_trained_with_shifted_rope_is_applied_with_it_and_equals_the_core
     assert (theirs - plain).abs().max() > 1e-3
 
 
-def test_one_load_adapter_per_expert_then_the_two_expert_sampler(comfy, native_nodes, node_mods, base, layout, folders):
+def test_one_load_adapter_per_expert_then_the_two_expert_sampler(comfy, native_nodes, node_mods, model, layout, folders):
     """Wan 2.2 VACE-Fun A14B: each expert gets its own adapter through its own Load Adapter (the
     expert input refuses the other one), and AnyCrowd Sampler with low_noise_model runs each
     expert with its LoRA and gates: exactly TSDA Patch (with that expert's gates) + a
@@ -300,8 +277,8 @@ def test_one_load_adapter_per_expert_then_the_two_expert_sampler(comfy, native_n
     low_base = tiny_vace_patcher(seed=1)
     load = node_mods["node_load_adapter"].AnyCrowdLoadAdapter
     with pytest.raises(AnyCrowdError, match="trained for the low-noise expert"):
-        load().load(base, "low_noise_lora.safetensors", "low_noise_gates.safetensors", 1.0, "high_noise")
-    high, high_gates, info = load().load(base, "high_noise_lora.safetensors", "high_noise_gates.safetensors", 1.0,
+        load().load(model, "low_noise_lora.safetensors", "low_noise_gates.safetensors", 1.0, "high_noise")
+    high, high_gates, info = load().load(model, "high_noise_lora.safetensors", "high_noise_gates.safetensors", 1.0,
                                          "high_noise")
     low, low_gates, _ = load().load(low_base, "low_noise_lora.safetensors", "low_noise_gates.safetensors", 1.0, "auto")
     assert "trained on: Wan 2.2 VACE-Fun custom, high-noise expert (tiny_high_noise.safetensors)" in info

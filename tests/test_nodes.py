@@ -3,8 +3,6 @@ tiny tensors with a test VAE (ComfyUI's VAE API around anycrowd_core.codec.TestC
 
 import inspect
 import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +13,8 @@ from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.iilr import comfy_vace_inputs, encode_iilr
 from anycrowd_core.layout import TokenLayout, build_token_layout
 from anycrowd_core.scenes import make_scene
-from pack import REPO, load_pack
+from node_inputs import boxes_text, text_cond
+from pack import load_pack, run_fresh_python
 from comfy_vae_stand_in import TestVAE
 
 pack = load_pack()
@@ -30,21 +29,9 @@ KEYS = (
 
 
 
-def text_cond(value: float = 0.0):
-    return [[torch.full((1, 4, 32), value), {"pooled_output": None}]]
-
-
 @pytest.fixture(scope="module")
 def scene():
     return make_scene(num_characters=2, num_frames=9, height=64, width=96, seed=0, scenario="crossing")
-
-
-def boxes_text(boxes: torch.Tensor) -> str:
-    """Scene boxes [M, T, 4] as the JSON per-frame syntax."""
-    import json
-
-    rows = [[None if torch.isnan(b).any() else [float(v) for v in b] for b in track] for track in boxes]
-    return json.dumps(rows)
 
 
 def decouple(scene):
@@ -132,10 +119,9 @@ def test_package_imports_in_a_fresh_python_without_opencv():
         "print(sorted(k for k, c in p.NODE_CLASS_MAPPINGS.items() if hasattr(c, 'MISSING_DEPENDENCY')))\n"
         "print(p.NODE_CLASS_MAPPINGS['AnyCrowdIILREncode'].MISSING_DEPENDENCY)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "'AnyCrowdIILREncode'" in out.stdout and "'AnyCrowdInstanceDecoupler'" in out.stdout
-    assert "pip install opencv-python-headless" in out.stdout
+    stdout = run_fresh_python(code)
+    assert "'AnyCrowdIILREncode'" in stdout and "'AnyCrowdInstanceDecoupler'" in stdout
+    assert "pip install opencv-python-headless" in stdout
 
 
 def test_sampler_lists_fall_back_without_comfyui():

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from anycrowd_core.errors import AnyCrowdError
-from anycrowd_core.scenes import make_scene
 from anycrowd_core.video_io import write_mp4, write_png
 from comfy_host import (
     assert_progress_reaches, cancel_at_first_progress, comfy_node_registry, load_as_custom_node, progress_calls, requires_comfyui,
@@ -36,11 +35,6 @@ H, W, T = 64, 96, 9
 
 
 @pytest.fixture(scope="module")
-def scene():
-    return make_scene(num_characters=2, num_frames=T, height=H, width=W, seed=0, scenario="crossing")
-
-
-@pytest.fixture(scope="module")
 def encoded(pack, scene):
     instances = pack.nodes.node_decoupler.AnyCrowdInstanceDecoupler().decouple(
         scene.reference_image[None], scene.reference_masks.float()
@@ -57,12 +51,8 @@ def encoded(pack, scene):
 # --- loading ----------------------------------------------------------------------------
 
 def test_package_loads_through_comfyuis_custom_node_loader_under_a_hyphenated_name(tmp_path):
-    comfy_nodes = comfy_node_registry()
-    assert load_as_custom_node(tmp_path) is True
+    comfy_nodes = load_as_custom_node(tmp_path, KEYS)
     for key in KEYS:
-        cls = comfy_nodes.NODE_CLASS_MAPPINGS[key]
-        assert not hasattr(cls, "MISSING_DEPENDENCY"), key
-        assert "ComfyUI-AnyCrowd.nodes." in cls.__module__  # ComfyUI names the module by its path
         assert comfy_nodes.NODE_DISPLAY_NAME_MAPPINGS[key].startswith("AnyCrowd")
 
 
