@@ -18,6 +18,7 @@ from anycrowd_core.long_video import plan_segments, plan_windows
 from anycrowd_core.pose.types import FACE, NUM_KEYPOINTS, PoseTracks
 from anycrowd_core.scenes import make_scene
 from comfy_host import assert_progress_reaches, comfy_node_registry, requires_comfyui, text_conditioning
+from node_inputs import boxes_text
 from pack import REPO
 from comfy_vae_stand_in import TestVAE
 
@@ -25,11 +26,6 @@ pytestmark = requires_comfyui
 
 H, W, T = 64, 96, 17
 SEG, OVERLAP = 9, 5  # 9-frame segments: 1, 2, 3 segments for 9, 13, 17 frames
-
-
-def boxes_text(boxes: torch.Tensor) -> str:
-    rows = [[None if torch.isnan(b).any() else [float(v) for v in b] for b in track] for track in boxes]
-    return json.dumps(rows)
 
 
 def face_template() -> np.ndarray:
@@ -57,11 +53,6 @@ def scene_tracks(scene) -> PoseTracks:
     kp[:, :, FACE, 2] = (nose[:, :, 2:] > 0).float() * 0.9
     present = ~torch.isnan(scene.track_boxes).any(-1)
     return PoseTracks(kp, scene.track_boxes.clone(), present, H, W, list(range(m)))
-
-
-@pytest.fixture(scope="module")
-def scene():
-    return make_scene(num_characters=2, num_frames=T, height=H, width=W, seed=0, scenario="crossing")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from anycrowd_core.mini import MINI_CONFIG, MINI_SAMPLING, load_mini
 from anycrowd_core.mini.model import BASE_FILE, GATES_FILE, LORA_FILE, WEIGHTS_DIR
 from comfy_host import requires_comfyui, run_api_prompt
 from mini_weights import write_random_mini_weights
+from node_inputs import boxes_text
 from pack import REPO
 
 pytestmark = requires_comfyui
@@ -140,9 +141,8 @@ def comfyui_path(pack, comfy_nodes, scene, variant: str, mode: str, binding: lis
     instances = nodes.node_decoupler.AnyCrowdInstanceDecoupler().decouple(
         scene.reference_image[None], scene.reference_masks.float(), reassign=False, seed=seed)[0]
     # per-frame boxes in JSON: the scene's exact track boxes
-    rows = [[None if torch.isnan(b).any() else [float(v) for v in b] for b in track] for track in scene.track_boxes]
     positive, negative, latent, _trim, layout = nodes.node_iilr_encode.AnyCrowdIILREncode().encode(
-        cond, cond, vae, instances, scene.pose_video, w, h, t, 1, 1.0, boxes=json.dumps(rows),
+        cond, cond, vae, instances, scene.pose_video, w, h, t, 1, 1.0, boxes=boxes_text(scene.track_boxes),
         binding=",".join(map(str, binding)))
     samples = nodes.node_sampler.AnyCrowdSampler().sample(
         model, positive, negative, latent, layout, mode, sampler["agf_mode"], seed, sampler["steps"], sampler["cfg"],

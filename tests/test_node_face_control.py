@@ -13,6 +13,7 @@ from anycrowd_core.iilr import encode_control_stream
 from anycrowd_core.latent_format import process_in
 from anycrowd_core.pose.types import PoseTracks
 from anycrowd_core.scenes import make_scene
+from node_inputs import text_cond
 from pack import load_pack
 from test_face_control import plant_tracks, static_centres
 from comfy_vae_stand_in import TestVAE
@@ -22,10 +23,6 @@ nodes = pack.nodes
 H, W, T = 64, 96, 9
 
 
-
-
-def text_cond(value: float = 0.0):
-    return [[torch.full((1, 4, 32), value), {"pooled_output": None}]]
 
 
 @pytest.fixture(scope="module")

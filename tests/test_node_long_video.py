@@ -3,7 +3,6 @@ token-replace latent and keep mask, exact per-window layouts, the window wrapper
 and averaging, the reference cache, and the errors raised before any sampling."""
 
 import inspect
-import json
 
 import pytest
 import torch
@@ -12,22 +11,13 @@ from anycrowd_core.codec import TestCodec
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.long_video import plan_windows
 from anycrowd_core.long_video_run import ReferenceCache
-from anycrowd_core.scenes import make_scene
+from node_inputs import boxes_text
 from pack import load_pack
 
 pack = load_pack()
 nodes = pack.nodes
 lvc = nodes.long_video_comfy
 H, W, T = 64, 96, 17
-
-
-def boxes_text(boxes):
-    return json.dumps([[None if torch.isnan(b).any() else [float(v) for v in b] for b in track] for track in boxes])
-
-
-@pytest.fixture(scope="module")
-def scene():
-    return make_scene(num_characters=2, num_frames=T, height=H, width=W, seed=0, scenario="crossing")
 
 
 @pytest.fixture(scope="module")

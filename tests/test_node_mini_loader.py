@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from anycrowd_core.mini.model import BASE_FILE, GATES_FILE, LORA_FILE
 from anycrowd_core.scenes import make_scene
 from anycrowd_core.wan import WanVaceConfig, random_wan_vace, save_wan_vace
 from mini_weights import write_random_mini_weights
+from node_inputs import boxes_text
 from pack import REPO, load_pack
 
 pack = load_pack()
@@ -49,6 +51,19 @@ def folder(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture
+def copy_weights(folder, random_weights):
+    """copy_weights({name: source}): the loader's (empty) folder given a copy of the random weight
+    file `source` under each `name`; returns the folder."""
+
+    def copy(names: dict) -> Path:
+        for name, source in names.items():
+            (folder / name).write_bytes((random_weights / source).read_bytes())
+        return folder
+
+    return copy
+
+
 @pytest.fixture(scope="module")
 def scene():
     return make_scene(num_characters=2, num_frames=9, height=128, width=192, seed=0, scenario="crossing")
@@ -67,6 +82,14 @@ class FakeComfy:
 
     def record(self, *call):
         self.calls.append(call)
+
+
+def assert_refused_before_comfyui_work(monkeypatch, variant: str, match: str) -> None:
+    """Loading `variant` raises an AnyCrowdError matching `match` before any ComfyUI call."""
+    fake = FakeComfy(monkeypatch)
+    with pytest.raises(AnyCrowdError, match=match):
+        Loader().load(variant)
+    assert fake.calls == []
 
 
 # --- declaration ---------------------------------------------------------------------------
@@ -108,9 +131,8 @@ def test_missing_weights_are_named_with_the_fix_at_validation_and_at_run(folder)
     assert LORA_FILE not in Loader.VALIDATE_INPUTS(BASE)
 
 
-def test_without_the_adapter_files_the_base_variant_still_loads_and_is_suggested(weights, tmp_path, monkeypatch):
-    (tmp_path / BASE_FILE).write_bytes((weights / BASE_FILE).read_bytes())
-    monkeypatch.setattr(loader_mod, "WEIGHTS_DIR", tmp_path)
+def test_without_the_adapter_files_the_base_variant_still_loads_and_is_suggested(copy_weights):
+    copy_weights({BASE_FILE: BASE_FILE})
     assert Loader.VALIDATE_INPUTS(BASE) is True
     message = Loader.VALIDATE_INPUTS(ANYCROWD)
     missing = message.split(" not in ")[0]
@@ -123,36 +145,23 @@ def test_an_unknown_variant_is_refused_with_the_choices():
     assert "'large'" in message and ANYCROWD in message and BASE in message
 
 
-def test_a_base_file_of_another_size_is_refused_before_comfyui_work(weights, tmp_path, monkeypatch):
-    for name in (LORA_FILE, GATES_FILE):
-        (tmp_path / name).write_bytes((weights / name).read_bytes())
+def test_a_base_file_of_another_size_is_refused_before_comfyui_work(copy_weights, monkeypatch):
+    folder = copy_weights({LORA_FILE: LORA_FILE, GATES_FILE: GATES_FILE})
     other = WanVaceConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2, vace_layers=1, text_dim=4096, freq_dim=256)
-    save_wan_vace(random_wan_vace(other), tmp_path / BASE_FILE)
-    monkeypatch.setattr(loader_mod, "WEIGHTS_DIR", tmp_path)
-    fake = FakeComfy(monkeypatch)
-    with pytest.raises(AnyCrowdError, match="another size.*git checkout"):
-        Loader().load(BASE)
-    assert fake.calls == []
+    save_wan_vace(random_wan_vace(other), folder / BASE_FILE)
+    assert_refused_before_comfyui_work(monkeypatch, BASE, "another size.*git checkout")
 
 
-def test_swapped_adapter_files_are_refused_before_comfyui_work(weights, tmp_path, monkeypatch):
-    (tmp_path / BASE_FILE).write_bytes((weights / BASE_FILE).read_bytes())
-    (tmp_path / LORA_FILE).write_bytes((weights / GATES_FILE).read_bytes())
-    (tmp_path / GATES_FILE).write_bytes((weights / LORA_FILE).read_bytes())
-    monkeypatch.setattr(loader_mod, "WEIGHTS_DIR", tmp_path)
-    fake = FakeComfy(monkeypatch)
-    with pytest.raises(AnyCrowdError, match="not an AnyCrowd LoRA file"):
-        Loader().load(ANYCROWD)
-    assert fake.calls == []
+def test_swapped_adapter_files_are_refused_before_comfyui_work(copy_weights, monkeypatch):
+    copy_weights({BASE_FILE: BASE_FILE, LORA_FILE: GATES_FILE, GATES_FILE: LORA_FILE})
+    assert_refused_before_comfyui_work(monkeypatch, ANYCROWD, "not an AnyCrowd LoRA file")
 
 
-def test_is_changed_follows_the_files(weights, tmp_path, monkeypatch):
-    for name in (BASE_FILE, LORA_FILE, GATES_FILE):
-        (tmp_path / name).write_bytes((weights / name).read_bytes())
-    monkeypatch.setattr(loader_mod, "WEIGHTS_DIR", tmp_path)
+def test_is_changed_follows_the_files(copy_weights, random_weights):
+    folder = copy_weights({name: name for name in (BASE_FILE, LORA_FILE, GATES_FILE)})
     before = Loader.IS_CHANGED(ANYCROWD)
     assert Loader.IS_CHANGED(ANYCROWD) == before
-    (tmp_path / GATES_FILE).write_bytes((weights / GATES_FILE).read_bytes() + b" ")
+    (folder / GATES_FILE).write_bytes((random_weights / GATES_FILE).read_bytes() + b" ")
     assert Loader.IS_CHANGED(ANYCROWD) != before
     assert Loader.IS_CHANGED(BASE) != Loader.IS_CHANGED(ANYCROWD)
 
@@ -252,9 +261,8 @@ def test_iilr_encode_with_the_mini_vae_gives_the_headless_iilr_conditioning(scen
     cond = [[mini_text_embedding(4096), {}]]
     instances = nodes.node_decoupler.AnyCrowdInstanceDecoupler().decouple(
         scene.reference_image[None], scene.reference_masks.float())[0]
-    rows = [[None if torch.isnan(b).any() else [float(v) for v in b] for b in track] for track in scene.track_boxes]
     positive, negative, latent, trim, _layout = nodes.node_iilr_encode.AnyCrowdIILREncode().encode(
-        cond, cond, CodecVAE(MiniCodec()), instances, scene.pose_video, 192, 128, 9, 1, 1.0, boxes=json.dumps(rows))
+        cond, cond, CodecVAE(MiniCodec()), instances, scene.pose_video, 192, 128, 9, 1, 1.0, boxes=boxes_text(scene.track_boxes))
     headless = comfy_vace_inputs(encode_iilr(MiniCodec(), decouple_instances(scene.reference_image, scene.reference_masks),
                                              scene.pose_video))
     assert trim == headless.trim_latent == 3

@@ -10,7 +10,6 @@ sampling functions are replaced by ones that fail the test if a bad input reache
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import re
 import sys
@@ -24,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from anycrowd_core.errors import AnyCrowdError
 from anycrowd_core.scenes import make_scene
 from comfy_vae_stand_in import TestVAE
+from node_inputs import boxes_text, text_cond
 from pack import load_pack
 
 pack = load_pack()
@@ -49,12 +49,14 @@ def poke(t: torch.Tensor, value=NAN, index: int = 7) -> torch.Tensor:
     return t
 
 
-def text_cond(value: float = 0.0):
-    return [[torch.full((1, 4, 32), value), {"pooled_output": None}]]
+def make_unreachable(monkeypatch, module, names, message: str) -> None:
+    """Replace each of `names` in `module` by a function that fails the test with `message`: the
+    work a bad input must never reach."""
+    def reached(*args, **kwargs):
+        raise AssertionError(message)
 
-
-def boxes_text(boxes: torch.Tensor) -> str:
-    return json.dumps([[None if torch.isnan(b).any() else [float(v) for v in b] for b in track] for track in boxes])
+    for name in names:
+        monkeypatch.setattr(module, name, reached)
 
 
 def pose_keypoint_of(keypoints, height, width):
@@ -62,11 +64,6 @@ def pose_keypoint_of(keypoints, height, width):
     return [{"people": [{"pose_keypoints_2d": [float(v) for v in keypoints[p, t].reshape(-1)]}
                         for p in range(keypoints.shape[0]) if (keypoints[p, t, :, 2] > 0).any()],
              "canvas_width": width, "canvas_height": height} for t in range(keypoints.shape[1])]
-
-
-@pytest.fixture(scope="module")
-def scene():
-    return make_scene(num_characters=2, num_frames=T, height=H, width=W, seed=0, scenario="crossing")
 
 
 @pytest.fixture(scope="module")
@@ -95,35 +92,26 @@ def decouple(scene, **overrides):
     return nodes.node_decoupler.AnyCrowdInstanceDecoupler().decouple(**args)
 
 
-@pytest.mark.parametrize("case,fragments", [
-    ("image_nan", ("image", "nan")),
-    ("image_inf", ("image", "non-finite")),
-    ("image_empty_batch", ("image", "empty")),
-    ("image_none", ("image", "IMAGE batch")),
-    ("image_5d", ("image", "IMAGE batch")),
-    ("image_0_255", ("image", "0..1")),
-    ("masks_nan", ("masks", "nan")),
-    ("masks_zero_size", ("masks", "empty")),
-    ("masks_none", ("masks", "MASK batch")),
-    ("seed_negative", ("seed",)),
-    ("seed_too_large", ("seed",)),
-])
-def test_decoupler_bad_image_masks_seed(scene, case, fragments):
+DECOUPLER_CASES = {  # case: (overrides from the reference image and masks, fragments of the message)
+    "image_nan": (lambda img, masks: dict(image=poke(img)), ("image", "nan")),
+    "image_inf": (lambda img, masks: dict(image=poke(img, INF)), ("image", "non-finite")),
+    "image_empty_batch": (lambda img, masks: dict(image=img[:0]), ("image", "empty")),
+    "image_none": (lambda img, masks: dict(image=None), ("image", "IMAGE batch")),
+    "image_5d": (lambda img, masks: dict(image=img[None]), ("image", "IMAGE batch")),
+    "image_0_255": (lambda img, masks: dict(image=img * 255), ("image", "0..1")),
+    "masks_nan": (lambda img, masks: dict(masks=poke(masks)), ("masks", "nan")),
+    "masks_zero_size": (lambda img, masks: dict(masks=masks[:, :0, :0]), ("masks", "empty")),
+    "masks_none": (lambda img, masks: dict(masks=None), ("masks", "MASK batch")),
+    "seed_negative": (lambda img, masks: dict(reassign=True, seed=-1), ("seed",)),
+    "seed_too_large": (lambda img, masks: dict(reassign=True, seed=2 ** 64), ("seed",)),
+}
+
+
+@pytest.mark.parametrize("case", list(DECOUPLER_CASES))
+def test_decoupler_bad_image_masks_seed(scene, case):
+    overrides, fragments = DECOUPLER_CASES[case]
     img, masks = scene.reference_image[None], scene.reference_masks.float()
-    overrides = {
-        "image_nan": dict(image=poke(img)),
-        "image_inf": dict(image=poke(img, INF)),
-        "image_empty_batch": dict(image=img[:0]),
-        "image_none": dict(image=None),
-        "image_5d": dict(image=img[None]),
-        "image_0_255": dict(image=img * 255),
-        "masks_nan": dict(masks=poke(masks)),
-        "masks_zero_size": dict(masks=masks[:, :0, :0]),
-        "masks_none": dict(masks=None),
-        "seed_negative": dict(reassign=True, seed=-1),
-        "seed_too_large": dict(reassign=True, seed=2 ** 64),
-    }[case]
-    raises(lambda: decouple(scene, **overrides), *fragments)
+    raises(lambda: decouple(scene, **overrides(img, masks)), *fragments)
 
 
 def test_decoupler_anchor_frame_past_the_tracks_or_nan(scene, tracks):
@@ -153,45 +141,31 @@ def track_masks(scene):
     return scene.track_masks.float().reshape(-1, H, W)
 
 
-@pytest.mark.parametrize("case,fragments", [
-    ("strength_nan", ("strength", "nan")),
-    ("strength_inf", ("strength", "inf")),
-    ("video_nan", ("control_video", "nan")),
-    ("video_inf", ("control_video", "non-finite")),
-    ("video_zero_width", ("control_video", "empty")),
-    ("video_zero_frames", ("control_video", "empty")),
-    ("batch_size_0", ("batch_size",)),
-    ("batch_size_negative", ("batch_size",)),
-    ("width_nan", ("width", "whole number")),
-    ("width_fraction", ("width", "whole number")),
-    ("track_masks_nan", ("track_masks", "nan")),
-    ("track_masks_other_shape", ("track_masks", "another shape")),
-    ("control_masks_nan", ("control_masks", "nan")),
-    ("control_masks_0_255", ("control_masks", "0..1")),
-    ("positive_none", ("positive", "CONDITIONING")),
-    ("negative_malformed", ("negative", "CONDITIONING")),
-])
-def test_iilr_encode_bad_numbers_pixels_masks_and_conditioning(scene, instances, case, fragments):
-    video = scene.pose_video
-    overrides = {
-        "strength_nan": dict(strength=NAN),
-        "strength_inf": dict(strength=INF),
-        "video_nan": dict(control_video=poke(video)),
-        "video_inf": dict(control_video=poke(video, -INF)),
-        "video_zero_width": dict(control_video=video[:, :, :0]),
-        "video_zero_frames": dict(control_video=video[:0]),
-        "batch_size_0": dict(batch_size=0),
-        "batch_size_negative": dict(batch_size=-1),
-        "width_nan": dict(width=NAN),
-        "width_fraction": dict(width=96.5),
-        "track_masks_nan": dict(boxes="", track_masks=poke(track_masks(scene))),
-        "track_masks_other_shape": dict(boxes="", track_masks=torch.ones(2 * T, 64, 64)),
-        "control_masks_nan": dict(control_masks=poke(torch.ones(T, H, W))),
-        "control_masks_0_255": dict(control_masks=torch.full((T, H, W), 255.0)),
-        "positive_none": dict(positive=None),
-        "negative_malformed": dict(negative=[[torch.zeros(1)]]),
-    }[case]
-    raises(lambda: encode(scene, instances, **overrides), *fragments)
+IILR_CASES = {  # case: (overrides from the scene, fragments of the message)
+    "strength_nan": (lambda s: dict(strength=NAN), ("strength", "nan")),
+    "strength_inf": (lambda s: dict(strength=INF), ("strength", "inf")),
+    "video_nan": (lambda s: dict(control_video=poke(s.pose_video)), ("control_video", "nan")),
+    "video_inf": (lambda s: dict(control_video=poke(s.pose_video, -INF)), ("control_video", "non-finite")),
+    "video_zero_width": (lambda s: dict(control_video=s.pose_video[:, :, :0]), ("control_video", "empty")),
+    "video_zero_frames": (lambda s: dict(control_video=s.pose_video[:0]), ("control_video", "empty")),
+    "batch_size_0": (lambda s: dict(batch_size=0), ("batch_size",)),
+    "batch_size_negative": (lambda s: dict(batch_size=-1), ("batch_size",)),
+    "width_nan": (lambda s: dict(width=NAN), ("width", "whole number")),
+    "width_fraction": (lambda s: dict(width=96.5), ("width", "whole number")),
+    "track_masks_nan": (lambda s: dict(boxes="", track_masks=poke(track_masks(s))), ("track_masks", "nan")),
+    "track_masks_other_shape": (lambda s: dict(boxes="", track_masks=torch.ones(2 * T, 64, 64)),
+                                ("track_masks", "another shape")),
+    "control_masks_nan": (lambda s: dict(control_masks=poke(torch.ones(T, H, W))), ("control_masks", "nan")),
+    "control_masks_0_255": (lambda s: dict(control_masks=torch.full((T, H, W), 255.0)), ("control_masks", "0..1")),
+    "positive_none": (lambda s: dict(positive=None), ("positive", "CONDITIONING")),
+    "negative_malformed": (lambda s: dict(negative=[[torch.zeros(1)]]), ("negative", "CONDITIONING")),
+}
+
+
+@pytest.mark.parametrize("case", list(IILR_CASES))
+def test_iilr_encode_bad_numbers_pixels_masks_and_conditioning(scene, instances, case):
+    overrides, fragments = IILR_CASES[case]
+    raises(lambda: encode(scene, instances, **overrides(scene)), *fragments)
 
 
 @pytest.mark.parametrize("boxes,binding,name", [
@@ -248,11 +222,8 @@ def encoded(scene, instances):
 @pytest.fixture
 def no_sampling(monkeypatch):
     """Sampling must never be reached by a bad input."""
-    def reached(*args, **kwargs):
-        raise AssertionError("a bad input reached patching/sampling")
-
-    for name in ("patch_model", "apply_shift", "sample"):
-        monkeypatch.setattr(nodes.node_sampler, name, reached)
+    make_unreachable(monkeypatch, nodes.node_sampler, ("patch_model", "apply_shift", "sample"),
+                     "a bad input reached patching/sampling")
 
 
 @pytest.mark.parametrize("overrides,fragments", [
@@ -340,11 +311,8 @@ def long_scene():
 
 @pytest.fixture
 def no_long_run(monkeypatch):
-    def reached(*args, **kwargs):
-        raise AssertionError("a bad input reached sampling")
-
-    for name in ("run_token_replace", "run_sliding_window", "apply_shift"):
-        monkeypatch.setattr(nodes.node_long_video, name, reached)
+    make_unreachable(monkeypatch, nodes.node_long_video, ("run_token_replace", "run_sliding_window", "apply_shift"),
+                     "a bad input reached sampling")
 
 
 LONG_CASES = {
@@ -530,10 +498,6 @@ def test_mini_loader_refuses_non_finite_shipped_adapter(tmp_path, monkeypatch):
     with_value(folder / loader.LORA_FILE, folder / "tmp.safetensors", NAN)
     (folder / "tmp.safetensors").replace(folder / loader.LORA_FILE)
     monkeypatch.setattr(loader, "WEIGHTS_DIR", folder)
-
-    def reached(*args, **kwargs):
-        raise AssertionError("a non-finite adapter reached ComfyUI's loader")
-
-    monkeypatch.setattr(loader, "load_diffusion_model", reached)
+    make_unreachable(monkeypatch, loader, ("load_diffusion_model",), "a non-finite adapter reached ComfyUI's loader")
     message = raises(lambda: loader.AnyCrowdMiniLoader().load(loader.ANYCROWD), loader.LORA_FILE, "variant")
     assert "git checkout" in message
