@@ -131,14 +131,20 @@ def test_only_person_scores_above_threshold_are_kept(tmp_path):
     assert len(est.detect_people(gray_frame())[0]) == 3
 
 
-def test_detector_sees_bgr_pixels_on_0_255(tmp_path):
-    # the planted box's objectness is channel 0 of input pixel (5, 5) / 255
+def pixel_objectness_estimator(folder, pixel):
+    """An estimator whose detector sees one person (BOXES[0]) with objectness = input pixel
+    `pixel` (channel, row, column of the 640x640 letterboxed input) / 255."""
     table = g.empty_yolox_table()
     row = g.plant_box(table, BOXES[0] * R, obj=0.0, cls=1.0)
     gain = np.zeros_like(table)
     gain[row, 4] = 1.0
-    est = DWPoseEstimator(g.yolox_graph(tmp_path / "d.onnx", table, gain, pixel=(0, 5, 5)),
-                          g.pose_blob_graph(tmp_path / "p.onnx"), providers="cpu")
+    return DWPoseEstimator(g.yolox_graph(folder / "d.onnx", table, gain, pixel=pixel),
+                           g.pose_blob_graph(folder / "p.onnx"), providers="cpu")
+
+
+def test_detector_sees_bgr_pixels_on_0_255(tmp_path):
+    # the planted box's objectness is channel 0 of input pixel (5, 5) / 255
+    est = pixel_objectness_estimator(tmp_path, pixel=(0, 5, 5))
     frame = np.zeros((H, W, 3), np.uint8)
     frame[...] = (40, 90, 240)  # RGB: blue dominates
     _, scores = est.detect_people(frame)
@@ -148,12 +154,7 @@ def test_detector_sees_bgr_pixels_on_0_255(tmp_path):
 
 
 def test_letterbox_padding_reaches_the_model_bottom_right(tmp_path):
-    table = g.empty_yolox_table()
-    row = g.plant_box(table, BOXES[0] * R, obj=0.0, cls=1.0)
-    gain = np.zeros_like(table)
-    gain[row, 4] = 1.0
-    est = DWPoseEstimator(g.yolox_graph(tmp_path / "d.onnx", table, gain, pixel=(1, 639, 639)),
-                          g.pose_blob_graph(tmp_path / "p.onnx"), providers="cpu")
+    est = pixel_objectness_estimator(tmp_path, pixel=(1, 639, 639))
     _, scores = est.detect_people(np.zeros((H, W, 3), np.uint8))  # wide frame: padded below
     assert scores == pytest.approx([114 / 255], rel=1e-5)
     _, scores = est.detect_people(np.zeros((W, H, 3), np.uint8))  # tall frame: padded right
