@@ -1,7 +1,8 @@
 """A test-side restatement of today's ComfyUI context windows (v0.39, Oct 2026), for tests
 where no such host runs. Read from Comfy-Org/ComfyUI source; each piece names the file and
 function it restates. Only what a Wan VACE latent ([B, 16, T, h, w], windows on dim 2,
-one modality, no guide frames) goes through is restated, line for line in behaviour.
+one modality, no guide frames) goes through is restated, line for line in behaviour; the cond
+walk that both restated versions of get_resized_cond make is written once (resize_model_conds).
 
 Not ComfyUI code: written here from reading it, to pin the interface our patch follows.
 """
@@ -79,6 +80,27 @@ class ContextSchedule:
     func: Callable
 
 
+def resize_model_conds(cond_in, resize_value):
+    """The walk over the conds that both versions of IndexListContextHandler.get_resized_cond
+    restated here make (comfy/context_windows.py, 0.3.64 and v0.39 alike): each cond dict is
+    copied, and each dict inside it (the "model_conds") is copied with a value replaced where
+    `resize_value(cond_key, cond_value)` gives one (None keeps it). Written once here; the
+    versions differ only in `resize_value`, which each get_resized_cond below restates."""
+    resized_cond = []
+    for actual_cond in cond_in:
+        resized_actual_cond = actual_cond.copy()
+        for key, cond_item in actual_cond.items():
+            if isinstance(cond_item, dict):
+                new_cond_item = cond_item.copy()
+                for cond_key, cond_value in new_cond_item.items():
+                    result = resize_value(cond_key, cond_value)
+                    if result is not None:
+                        new_cond_item[cond_key] = result
+                resized_actual_cond[key] = new_cond_item
+        resized_cond.append(resized_actual_cond)
+    return resized_cond
+
+
 def create_windows_static_standard(num_frames, handler, model_options):
     """comfy/context_windows.py, create_windows_static_standard."""
     windows = []
@@ -124,25 +146,19 @@ class IndexListContextHandler:
         window's length are cut by window.get_tensor."""
         if cond_in is None:
             return None
-        resized_cond = []
-        for actual_cond in cond_in:
-            resized_actual_cond = actual_cond.copy()
-            for key, cond_item in actual_cond.items():
-                if isinstance(cond_item, dict):
-                    new_cond_item = cond_item.copy()
-                    for cond_key, cond_value in new_cond_item.items():
-                        result = self._resize(
-                            cond_key, cond_value, window, x_in, device, retain_index_list=self.cond_retain_index_list)
-                        if result is not None:
-                            new_cond_item[cond_key] = result
-                            continue
-                        if hasattr(cond_value, "cond") and isinstance(cond_value.cond, torch.Tensor):
-                            if self.dim < cond_value.cond.ndim and cond_value.cond.size(self.dim) == x_in.size(self.dim):
-                                new_cond_item[cond_key] = cond_value._copy_with(
-                                    window.get_tensor(cond_value.cond, device, retain_index_list=self.cond_retain_index_list))
-                    resized_actual_cond[key] = new_cond_item
-            resized_cond.append(resized_actual_cond)
-        return resized_cond
+
+        def resize_value(cond_key, cond_value):
+            result = self._resize(
+                cond_key, cond_value, window, x_in, device, retain_index_list=self.cond_retain_index_list)
+            if result is not None:
+                return result
+            if hasattr(cond_value, "cond") and isinstance(cond_value.cond, torch.Tensor):
+                if self.dim < cond_value.cond.ndim and cond_value.cond.size(self.dim) == x_in.size(self.dim):
+                    return cond_value._copy_with(
+                        window.get_tensor(cond_value.cond, device, retain_index_list=self.cond_retain_index_list))
+            return None
+
+        return resize_model_conds(cond_in, resize_value)
 
     def _resize(self, *args, **kwargs):
         # today's WAN21_Vace has the method; on the 0.3.64 host its restatement stands in
@@ -221,16 +237,10 @@ class IndexListContextHandler0364(IndexListContextHandler):
     ([B, n, 96, T, h, w]) reaches every window whole."""
 
     def get_resized_cond(self, cond_in, x_in, window, device=None):
-        resized_cond = []
-        for actual_cond in cond_in:
-            resized_actual_cond = actual_cond.copy()
-            for key, cond_item in actual_cond.items():
-                if isinstance(cond_item, dict):
-                    new_cond_item = cond_item.copy()
-                    for cond_key, cond_value in new_cond_item.items():
-                        if hasattr(cond_value, "cond") and isinstance(cond_value.cond, torch.Tensor):
-                            if cond_value.cond.ndim < self.dim and cond_value.cond.size(0) == x_in.size(self.dim):
-                                new_cond_item[cond_key] = cond_value._copy_with(window.get_tensor(cond_value.cond, device))
-                    resized_actual_cond[key] = new_cond_item
-            resized_cond.append(resized_actual_cond)
-        return resized_cond
+        def resize_value(cond_key, cond_value):
+            if hasattr(cond_value, "cond") and isinstance(cond_value.cond, torch.Tensor):
+                if cond_value.cond.ndim < self.dim and cond_value.cond.size(0) == x_in.size(self.dim):
+                    return cond_value._copy_with(window.get_tensor(cond_value.cond, device))
+            return None
+
+        return resize_model_conds(cond_in, resize_value)
